@@ -1,0 +1,192 @@
+"""Run directories: creation, atomic writes of every artefact, environment capture."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import io
+import json
+import os
+import platform
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+PREDICTIONS_FILE = "predictions.npz"
+EXAMPLES_FILE = "examples.npz"
+WEIGHTS_FILE = "model.safetensors"
+ENVIRONMENT_FILE = "environment.json"
+SUMMARY_FILE = "summary.txt"
+FIGURES_DIR = "figures"
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"]
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename, so a reader
+    never sees a half-written file and a crash leaves the old file in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def write_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def write_csv_atomic(path: Path, rows: Iterable[Mapping[str, Any]], columns: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: _format_cell(row.get(key)) for key in columns})
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_history(run_dir: Path) -> list[dict[str, float]]:
+    """Per-epoch history as a list of dicts of floats (NaN where a value is absent)."""
+    path = Path(run_dir) / HISTORY_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = []
+        for row in csv.DictReader(handle):
+            rows.append({key: (float(value) if value not in ("", None) else float("nan")) for key, value in row.items()})
+        return rows
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Load an .npz written by cnnlab; object arrays (pickles) are refused."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) -> Path:
+    """Create and return the run directory: ``out`` if given, else ``runs/<timestamp>-<name>``."""
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+        out = root / f"{stamp}-{safe}"
+        suffix = 1
+        while out.exists():
+            suffix += 1
+            out = root / f"{stamp}-{safe}-{suffix}"
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / FIGURES_DIR).mkdir(exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise CnnlabError(
+            f"Cannot write the run directory {out}: {error.strerror or error}. "
+            "Choose a writable place with --out DIR, or fix the folder's permissions."
+        ) from None
+    return out
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete when its metrics say so and its predictions and weights exist."""
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / METRICS_FILE
+    if not metrics_path.exists():
+        return False
+    try:
+        metrics = read_json(metrics_path)
+    except (OSError, ValueError):
+        return False
+    return (
+        metrics.get("status") == "complete"
+        and (run_dir / PREDICTIONS_FILE).exists()
+        and (run_dir / WEIGHTS_FILE).exists()
+    )
+
+
+def capture_environment(device: str, seed: int | None) -> dict[str, Any]:
+    """Hardware and library versions recorded with every run."""
+    import torch
+
+    from cnnlab import __version__
+
+    info: dict[str, Any] = {
+        "cnnlab": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "device": device,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "seed": seed,
+        "command": " ".join(sys.argv),
+        "time": _dt.datetime.now().isoformat(timespec="seconds"),
+    }
+    for module in ("torchvision", "sklearn", "matplotlib"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _format_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.6g}"
+    return "" if value is None else value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
