@@ -1,0 +1,173 @@
+"""The `cnnlab` command. User errors are caught here once and printed as one paragraph."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+EPILOG = """examples:
+  cnnlab train examples/digits.yaml                     train the offline default
+  cnnlab train keras/mnist/model1 train.epochs=3        a zoo model with its report's recipe, 3 epochs
+  cnnlab train my.yaml optimizer.lr=0.01 --out runs/x   dotted overrides, chosen run directory
+  cnnlab summary keras/mnist/model2 --dataset mnist     Keras-style model summary
+  cnnlab report runs/RUN                                rebuild a report from saved artefacts
+  cnnlab compare runs/A runs/B --out runs/cmp           comparison table and overlaid curves
+  cnnlab models                                         the zoo of the lab reports' models
+
+data: MNIST and Fashion-MNIST are read from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab
+(downloaded there with checksums when online)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab", description="Image-classification experiments with CNNs: one YAML file, one command, a full report.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train and evaluate one experiment, write its run directory and report",
+                                description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, "
+                                            "evaluate on the test set and write the report. The run directory is "
+                                            "printed as the last line.")
+    train.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
+    train.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>)")
+    train.add_argument("--data-dir", type=Path, help="where datasets are found (default: $CNNLAB_DATA, ~/.cache/cnnlab)")
+    train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
+
+    report = commands.add_parser("report", help="rebuild report.md and report.html from a run directory")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--worst", type=int, default=None, help="how many worst-classified images to show (max 50)")
+
+    compare = commands.add_parser("compare", help="compare finished runs: table and overlaid validation curves")
+    compare.add_argument("run_dirs", nargs="+", type=Path)
+    compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
+
+    summary = commands.add_parser("summary", help="print a Keras-style summary of a zoo model or a config's model")
+    summary.add_argument("model", help="zoo name or experiment YAML file")
+    summary.add_argument("--dataset", help="dataset whose input shape to use (default: the model's own)")
+    summary.add_argument("--data-dir", type=Path)
+
+    commands.add_parser("models", help="list the zoo: name, dataset, parameters, description, source report")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except CnnlabError as error:
+        if args.debug:
+            raise
+        print(_paragraph(f"error: {error}"), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
+        return 130
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.errors import TrainingDiverged
+    from cnnlab.experiment import run_experiment
+
+    config = load_config(args.config, args.overrides)
+    try:
+        run_dir = run_experiment(config, out=args.out, data_dir=args.data_dir, show_progress=not args.quiet)
+    except TrainingDiverged as error:
+        print(_paragraph(f"error: {error}"), file=sys.stderr)
+        return 3
+    print(run_dir)
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cnnlab.report import write_report
+
+    run_dir = _existing_run(args.run_dir)
+    worst = args.worst
+    if worst is None:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        worst = (config.get("analysis") or {}).get("worst_n", 10)
+    markdown, html = write_report(run_dir, worst_n=worst)
+    print(markdown)
+    print(html)
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from cnnlab.report import write_comparison
+
+    written = write_comparison([_existing_run(path) for path in args.run_dirs], args.out)
+    for path in written.values():
+        print(path)
+    return 0
+
+
+def command_summary(args: argparse.Namespace) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.data import DatasetConfig, load_dataset
+    from cnnlab.models import create_model, format_summary
+
+    overrides = [f"dataset={args.dataset}"] if args.dataset else []
+    config = load_config(args.model, overrides)
+    dataset = load_dataset(DatasetConfig(**config.dataset.model_dump()), args.data_dir)
+    built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
+    print(format_summary(built))
+    return 0
+
+
+def command_models(args: argparse.Namespace) -> int:
+    from cnnlab.models import count_parameters, create_model, zoo
+
+    rows = []
+    for entry in zoo.list_entries():
+        params = "-"
+        if entry.available:
+            shape = INPUT_SHAPES.get(entry.dataset)
+            if shape:
+                params = f"{sum(count_parameters(create_model(entry.name, shape, 10).module)):,}"
+        else:
+            params = "not yet available"
+        rows.append((entry.name, entry.dataset, params, entry.description, entry.source))
+    widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(3)]
+    for row in [HEADER] + rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + f"  {row[3]} [{row[4]}]")
+    return 0
+
+
+HEADER = ("name", "dataset", "params", "description", "source")
+INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32), "cifar10-jpeg": (3, 32, 32)}
+
+
+def _existing_run(path: Path) -> Path:
+    if not (path / "metrics.json").exists():
+        raise CnnlabError(f"{path} is not a cnnlab run directory (no metrics.json). Give a folder written by `cnnlab train`.")
+    return path
+
+
+def _paragraph(text: str) -> str:
+    width = min(100, max(60, os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 100))
+    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)
+
+
+COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
+            "summary": command_summary, "models": command_models}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

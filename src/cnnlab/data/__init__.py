@@ -1,0 +1,33 @@
+"""Datasets: load them by name into uint8 (N, C, H, W) arrays, from disk or a checked download.
+
+Importing this package registers the built-in datasets (``digits``, ``mnist``,
+``fashion-mnist``); more are added with ``@register_dataset`` in a module imported here.
+"""
+
+from cnnlab.data import digits, mnist  # noqa: F401  (registers the built-in datasets)
+from cnnlab.data.idx import read_idx
+from cnnlab.data.locate import cache_root, find_data_dirs, is_offline
+from cnnlab.data.normalize import normalization_stats, normalize_images
+from cnnlab.data.registry import (
+    Dataset,
+    DatasetConfig,
+    dataset_names,
+    load_dataset,
+    register_dataset,
+    split_validation,
+)
+
+__all__ = [
+    "Dataset",
+    "DatasetConfig",
+    "cache_root",
+    "dataset_names",
+    "find_data_dirs",
+    "is_offline",
+    "load_dataset",
+    "normalization_stats",
+    "normalize_images",
+    "read_idx",
+    "register_dataset",
+    "split_validation",
+]

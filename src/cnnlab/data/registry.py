@@ -1,0 +1,208 @@
+"""The dataset registry: the `Dataset` record, its config, and `load_dataset`.
+
+A loader is a small function decorated with `@register_dataset("name")` that reads
+the whole dataset and returns a `Dataset`; `load_dataset` looks the name up, calls the
+loader and applies the config's subsets. Names of the form ``prefix:argument`` (e.g.
+``imagefolder:PATH``) reach a loader registered with ``takes_argument=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cnnlab.errors import ConfigError, DataError, did_you_mean
+
+Loader = Callable[..., "Dataset"]
+
+
+@dataclass
+class Dataset:
+    """A whole dataset in memory: uint8 images shaped (N, C, H, W), int64 labels."""
+
+    name: str
+    classes: list[str]
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    source: str
+
+    def __post_init__(self) -> None:
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            if images.dtype != np.uint8 or images.ndim != 4:
+                raise DataError(
+                    f"The {split} images of {self.name} (from {self.source}) are {images.dtype} "
+                    f"shaped {images.shape}; cnnlab needs uint8 shaped (N, C, H, W)."
+                )
+            if labels.dtype != np.int64 or labels.shape != (len(images),):
+                raise DataError(
+                    f"The {split} labels of {self.name} (from {self.source}) are {labels.dtype} "
+                    f"shaped {labels.shape}; cnnlab needs int64 shaped ({len(images)},), one per image."
+                )
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise DataError(
+                f"The train and test images of {self.name} (from {self.source}) differ in shape: "
+                f"{self.train_images.shape[1:]} and {self.test_images.shape[1:]}."
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        channels, height, width = self.train_images.shape[1:]
+        return int(channels), int(height), int(width)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+
+class DatasetConfig(BaseModel):
+    """Which dataset to load and how to prepare it. A bare string means ``{name: ...}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    normalize: Literal["scale", "zscore", "imagenet", "none"] = "scale"
+    subset: int | None = Field(default=None, ge=1, description="use only the first N training images")
+    test_subset: int | None = Field(default=None, ge=1, description="use only the first N test images")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+@dataclass
+class DatasetEntry:
+    """One registered dataset: its loader and where else (system folders) it may live."""
+
+    name: str
+    loader: Loader
+    takes_argument: bool = False
+    folder_aliases: tuple[str, ...] = ()
+    system_dirs: tuple[Path, ...] = ()
+    description: str = ""
+
+
+_REGISTRY: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(
+    name: str,
+    *,
+    takes_argument: bool = False,
+    folder_aliases: tuple[str, ...] = (),
+    system_dirs: tuple[Path | str, ...] = (),
+    description: str = "",
+) -> Callable[[Loader], Loader]:
+    """Decorator: register ``loader(data_dir)`` (or ``loader(data_dir, argument)`` when
+    ``takes_argument``) under ``name``. ``folder_aliases`` are extra sub-folder names to
+    look for inside a data root; ``system_dirs`` are folders searched after the cache."""
+
+    def decorate(loader: Loader) -> Loader:
+        _REGISTRY[name] = DatasetEntry(
+            name=name,
+            loader=loader,
+            takes_argument=takes_argument,
+            folder_aliases=tuple(folder_aliases),
+            system_dirs=tuple(Path(folder) for folder in system_dirs),
+            description=description or _first_line(loader.__doc__),
+        )
+        return loader
+
+    return decorate
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def dataset_names() -> list[str]:
+    """The registered names, sorted; parameterised ones are shown as ``name:ARGUMENT``."""
+    return sorted(f"{name}:PATH" if entry.takes_argument else name for name, entry in _REGISTRY.items())
+
+
+def find_entry(name: str) -> tuple[DatasetEntry, str | None]:
+    """The registry entry for ``name`` and its argument (after ``:``), or ConfigError."""
+    key, separator, argument = name.partition(":")
+    key = key.strip().lower().replace("_", "-")
+    entry = _REGISTRY.get(key)
+    if entry is None or entry.takes_argument != bool(separator):
+        known = dataset_names()
+        hint = did_you_mean(key, list(_REGISTRY))
+        if entry is not None and entry.takes_argument:
+            hint = f' "{key}" needs an argument: write it as "{key}:PATH".'
+        elif entry is not None:
+            hint = f' "{key}" takes no argument: write it as "{key}".'
+        raise ConfigError(f'Unknown dataset "{name}".{hint} Known datasets: {", ".join(known)}.')
+    return entry, (argument if separator else None)
+
+
+def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> Dataset:
+    """Load the dataset ``config`` names, reading files from ``data_dir`` first when given.
+
+    Returns uint8 images (normalisation is the trainer's job, see `normalization_stats`),
+    cut to the first ``subset`` train and ``test_subset`` test images when those are set.
+    Raises ConfigError for an unknown name and DataError for missing or corrupt files.
+    """
+    if isinstance(config, str):
+        config = DatasetConfig(name=config)
+    entry, argument = find_entry(config.name)
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else None
+    dataset = entry.loader(data_dir, argument) if entry.takes_argument else entry.loader(data_dir)
+    return take_subsets(dataset, config.subset, config.test_subset)
+
+
+def take_subsets(dataset: Dataset, subset: int | None, test_subset: int | None) -> Dataset:
+    """The first ``subset`` train and first ``test_subset`` test images (all when None
+    or larger than the split)."""
+    if subset is None and test_subset is None:
+        return dataset
+    return dataclasses.replace(
+        dataset,
+        train_images=dataset.train_images[:subset],
+        train_labels=dataset.train_labels[:subset],
+        test_images=dataset.test_images[:test_subset],
+        test_labels=dataset.test_labels[:test_subset],
+    )
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``round(n * fraction)`` of ``range(n)`` (at least one when fraction > 0),
+    chosen by a permutation seeded with ``seed``. Returns sorted int64 index arrays
+    (train_idx, val_idx) that are disjoint and together cover ``range(n)``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(
+            f"validation_split must be at least 0 and below 1, got {fraction}. "
+            "Use 0 for no validation set, or e.g. 0.1 to hold out a tenth of the training images."
+        )
+    n_validation = 0 if fraction == 0 else max(1, int(round(n * fraction)))
+    if n_validation >= n and n_validation > 0:
+        raise ConfigError(
+            f"validation_split {fraction} of {n} training images leaves none to train on. "
+            "Lower validation_split or use more training images (subset)."
+        )
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[n_validation:]).astype(np.int64), np.sort(order[:n_validation]).astype(np.int64)
+
+
+__all__ = [
+    "Dataset",
+    "DatasetConfig",
+    "DatasetEntry",
+    "dataset_names",
+    "find_entry",
+    "load_dataset",
+    "register_dataset",
+    "split_validation",
+    "take_subsets",
+]

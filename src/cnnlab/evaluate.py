@@ -1,0 +1,45 @@
+"""Inference on the test set: probabilities, loss, accuracy, and the saved predictions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnlab import runs
+from cnnlab.batches import DeviceImages
+
+
+@torch.no_grad()
+def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int = 1024) -> np.ndarray:
+    """Softmax probabilities (N, K) for every image in ``data``, in order, in eval mode."""
+    model.eval()
+    outputs = []
+    indices = torch.arange(len(data), device=data.device)
+    for start in range(0, len(data), batch_size):
+        images, _ = data.batch(indices[start:start + batch_size])
+        outputs.append(torch.softmax(model(images).float(), dim=1).cpu())
+    return torch.cat(outputs).numpy()
+
+
+def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Test accuracy (0..1) and mean cross-entropy from saved probabilities."""
+    true_probability = probabilities[np.arange(len(labels)), labels]
+    loss = float(-np.log(np.clip(true_probability, 1e-12, 1.0)).mean())
+    accuracy = float((probabilities.argmax(1) == labels).mean())
+    return {"test_accuracy": accuracy, "test_loss": loss}
+
+
+def save_predictions(run_dir: Path, probabilities: np.ndarray, labels: np.ndarray, class_names: list[str],
+                     test_images: np.ndarray, example_indices: np.ndarray) -> None:
+    """Write predictions.npz and the test images the analysis shows (examples.npz)."""
+    runs.write_npz_atomic(
+        run_dir / runs.PREDICTIONS_FILE,
+        probabilities=probabilities.astype(np.float32),
+        labels=labels.astype(np.int64),
+        class_names=np.array(class_names, dtype=str),
+    )
+    example_indices = np.asarray(example_indices, dtype=np.int64)
+    runs.write_npz_atomic(run_dir / runs.EXAMPLES_FILE, indices=example_indices, images=test_images[example_indices])

@@ -1,0 +1,151 @@
+"""One experiment end to end: config → data → model → train → artefacts → analysis → report."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import yaml
+
+from cnnlab import runs
+from cnnlab.batches import DeviceImages, fit_normalization
+from cnnlab.config import ExperimentConfig
+from cnnlab.errors import ConfigError, TrainingDiverged
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" picks the GPU when present and the CPU otherwise; the config never changes."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f'train.device is "{name}" but no CUDA GPU is visible. Use train.device=auto or cpu.')
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f'train.device "{name}" is not a device name: use auto, cpu, cuda or cuda:N.') from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
+                   show_progress: bool = True, runs_root: Path = Path("runs")) -> Path:
+    """Train and evaluate ``config``; return the run directory holding every artefact and the report.
+
+    Raises TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
+    from cnnlab.analysis import Interpretation
+    from cnnlab.data import DatasetConfig, load_dataset, split_validation
+    from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
+    from cnnlab.models import count_parameters, create_model, format_summary
+    from cnnlab.report import write_report
+    from cnnlab.train import fit
+
+    settings = config.train
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(settings.device)
+    seed_everything(settings.seed)
+
+    dataset = load_dataset(DatasetConfig(**config.dataset.model_dump()), data_dir)
+    model_spec = config.to_dict()["model"]
+    built = create_model(model_spec, dataset.input_shape, dataset.n_classes)
+    run_dir = runs.make_run_dir(config.name, out, runs_root)
+    _log(show_progress, f"run directory: {run_dir}")
+
+    runs.write_text_atomic(run_dir / runs.CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    runs.write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, runs.capture_environment(str(device), settings.seed))
+    summary = format_summary(built)
+    runs.write_text_atomic(run_dir / runs.SUMMARY_FILE, summary + "\n")
+    trainable, frozen = count_parameters(built.module)
+    metrics = {
+        "name": config.name, "dataset": dataset.name, "model": _model_label(config), "params": trainable + frozen,
+        "trainable_params": trainable, "epochs": 0, "epochs_planned": settings.epochs, "status": "running",
+        "seed": settings.seed, "device": str(device), "train_size": 0, "validation_size": 0,
+        "test_size": len(dataset.test_labels), "data_source": dataset.source, **_reported_figures(config),
+    }
+    runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+
+    train_positions, val_positions = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
+    normalization = fit_normalization(config.dataset.normalize, dataset.train_images[train_positions])
+    model = built.module.to(device)
+    train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
+    test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device)
+    metrics.update(train_size=len(train_positions), validation_size=len(val_positions),
+                   normalization=normalization.to_dict())
+    _log(show_progress, f"{dataset.name}: {len(train_positions)} train, {len(val_positions)} validation, "
+                        f"{len(dataset.test_labels)} test images {dataset.input_shape}; model {metrics['model']} "
+                        f"({metrics['params']:,} params) on {device}")
+
+    def save_history(history: list[dict]) -> None:
+        runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
+
+    result = fit(model, train_data, _on(train_positions, device), _on(val_positions, device), config,
+                 on_epoch_end=save_history, show_progress=show_progress)
+    save_history(result.history)
+    metrics.update(epochs=len(result.history), train_time_s=result.train_time_s, best_epoch=result.best_epoch,
+                   stop_reason=result.stop_reason)
+    if result.status == "diverged":
+        metrics.update(status="diverged", test_accuracy=None, test_loss=None)
+        runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+        write_report(run_dir, worst_n=config.analysis.worst_n)
+        raise TrainingDiverged(f"{result.stop_reason} Run directory: {run_dir}")
+
+    probabilities = predict_probabilities(model, test_data, settings.eval_batch_size)
+    interpretation = Interpretation.from_arrays(probabilities, dataset.test_labels, dataset.classes)
+    save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images,
+                     interpretation.example_indices(50))
+    save_weights(model, run_dir / runs.WEIGHTS_FILE)
+    metrics.update(test_metrics(probabilities, dataset.test_labels), status="complete")
+    runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+    write_report(run_dir, worst_n=config.analysis.worst_n)
+    _log(show_progress, f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
+                        f"training {metrics['train_time_s']:.1f}s")
+    return run_dir
+
+
+def save_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights as safetensors (no pickle), written atomically."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    runs.write_bytes_atomic(path, save(tensors))
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+
+
+def _on(positions: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(positions, dtype=np.int64), device=device)
+
+
+def _model_label(config: ExperimentConfig) -> str:
+    return config.model.name if config.model.name else f"custom ({len(config.model.layers or [])} layers)"
+
+
+def _reported_figures(config: ExperimentConfig) -> dict:
+    """The lab report's own figures for a zoo model, so comparisons can show them beside ours."""
+    if not config.model.name:
+        return {}
+    from cnnlab.models import zoo
+
+    entry = zoo.get_entry(config.model.name)
+    if entry.reported_accuracy is None:
+        return {}
+    return {"reported_accuracy": entry.reported_accuracy, "reported_accuracy_kind": entry.reported_accuracy_kind,
+            "reported_time_s": entry.reported_time_s, "reported_dataset": entry.dataset, "source": entry.source}
+
+
+def _log(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)

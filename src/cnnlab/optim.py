@@ -1,0 +1,93 @@
+"""Optimisers, Keras-style L2 penalties and learning-rate schedules as functions of training progress."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cnnlab.config import OptimizerSection, ScheduleSection
+
+
+def make_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.Optimizer:
+    """Build the optimiser; each parameter group remembers its base lr in ``base_lr``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if settings.name == "sgd":
+        optimizer = torch.optim.SGD(
+            params, lr=settings.lr, momentum=settings.momentum,
+            nesterov=settings.nesterov and settings.momentum > 0, weight_decay=settings.weight_decay,
+        )
+    elif settings.name == "adam":
+        optimizer = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
+
+
+def kernel_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The conv and dense kernels a Keras ``kernel_regularizer=l2(...)`` would penalise."""
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad]
+
+
+def l2_penalty(kernels: list[torch.Tensor], strength: float) -> torch.Tensor | float:
+    if strength == 0 or not kernels:
+        return 0.0
+    return strength * sum(w.pow(2).sum() for w in kernels)
+
+
+def lr_factor_function(schedule: ScheduleSection, base_lr: float, epochs: int) -> Callable[[float], float]:
+    """Return f(progress) -> multiplier of the base lr, progress measured in epochs (0..epochs).
+
+    ``step`` and ``piecewise`` change at epoch starts like Keras' LearningRateScheduler;
+    ``cosine`` and ``onecycle`` change every step. A linear warm-up applies first when set."""
+    warmup = schedule.warmup_epochs
+
+    def with_warmup(inner: Callable[[float], float]) -> Callable[[float], float]:
+        if warmup <= 0:
+            return inner
+        return lambda progress: inner(progress) * min(1.0, (progress + 1e-9) / warmup) if progress < warmup else inner(progress)
+
+    if schedule.name == "constant":
+        return with_warmup(lambda progress: 1.0)
+    if schedule.name == "step":
+        return with_warmup(lambda progress: schedule.gamma ** (int(progress) // schedule.step_size))
+    if schedule.name == "piecewise":
+        boundaries, values = list(schedule.boundaries), list(schedule.values)
+
+        def piecewise(progress: float) -> float:
+            epoch = int(progress)
+            index = sum(1 for boundary in boundaries if epoch >= boundary)
+            return values[index] / base_lr
+
+        return with_warmup(piecewise)
+    min_factor = schedule.min_lr / base_lr
+    if schedule.name == "cosine":
+        def cosine(progress: float) -> float:
+            span = max(epochs - warmup, 1e-9)
+            position = min(max(progress - warmup, 0.0) / span, 1.0)
+            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * position))
+
+        return with_warmup(cosine)
+    # one-cycle: rise from peak/25 to the peak over the warm-up (30% by default), then cosine down to peak/1e4
+    peak = (schedule.max_lr or base_lr) / base_lr
+    rise = warmup if warmup > 0 else 0.3 * epochs
+
+    def one_cycle(progress: float) -> float:
+        if progress < rise:
+            return peak / 25 + (peak - peak / 25) * progress / rise
+        position = min((progress - rise) / max(epochs - rise, 1e-9), 1.0)
+        low = peak / 1e4
+        return low + (peak - low) * 0.5 * (1 + math.cos(math.pi * position))
+
+    return one_cycle
+
+
+def apply_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    """Set every group's lr to its base lr times ``factor``; return the first group's lr."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * factor
+    return optimizer.param_groups[0]["lr"]

@@ -1,0 +1,181 @@
+"""Figures for reports. Every function returns a new matplotlib ``Figure`` drawn with
+the Agg canvas; nothing touches pyplot's global state, so figures can be built in
+threads, tests and notebooks alike. ``save_figure`` writes one as PNG."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from cnnlab import runs
+
+DPI = 100
+# Above this many classes the numbers no longer fit in the confusion-matrix cells.
+MAX_ANNOTATED_CLASSES = 20
+
+
+def new_figure(width_in: float, height_in: float) -> Figure:
+    figure = Figure(figsize=(width_in, height_in), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def figure_to_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # No Software tag, so a rebuilt report is byte-identical whatever the matplotlib version.
+    figure.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def save_figure(figure: Figure, path: Path) -> bytes:
+    """Write ``figure`` as a PNG atomically; return the bytes written."""
+    png = figure_to_png(figure)
+    runs.write_bytes_atomic(Path(path), png)
+    return png
+
+
+def plot_history(history: Sequence[Mapping[str, float]]) -> Figure:
+    """Loss and accuracy per epoch, training against validation, in two panels."""
+    figure = new_figure(9, 3.4)
+    epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+    for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            values = np.array([row.get(f"{split}_{metric}", math.nan) for row in history], dtype=float)
+            if np.isfinite(values).any():
+                label = "training" if split == "train" else "validation"
+                axes.plot(epochs, values, style, markersize=3, label=label)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(metric)
+        axes.set_title(metric.capitalize())
+        axes.grid(alpha=0.3)
+        if axes.get_lines():
+            axes.legend()
+    figure.tight_layout()
+    return figure
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], normalize: bool = False, title: str | None = None) -> Figure:
+    """Heat map, rows = true class, columns = predicted, with the numbers in the cells."""
+    matrix = np.asarray(matrix)
+    n_classes = len(class_names)
+    side = min(max(3.5, 0.45 * n_classes + 1.5), 12)
+    figure = new_figure(side + 0.8, side)
+    axes = figure.subplots()
+    image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalize else max(int(matrix.max()), 1))
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    ticks = np.arange(n_classes)
+    font = 8 if n_classes <= 10 else 6
+    axes.set_xticks(ticks, labels=list(class_names), rotation=90 if n_classes > 10 else 45, fontsize=font)
+    axes.set_yticks(ticks, labels=list(class_names), fontsize=font)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"))
+    if n_classes <= MAX_ANNOTATED_CLASSES:
+        _annotate_cells(axes, matrix, normalize, font)
+    figure.tight_layout()
+    return figure
+
+
+def _annotate_cells(axes: Any, matrix: np.ndarray, normalize: bool, font: int) -> None:
+    threshold = (matrix.max() or 1) / 2
+    for (row, column), value in np.ndenumerate(matrix):
+        if value == 0 and not normalize:
+            continue
+        text = f"{value:.2f}" if normalize else f"{int(value)}"
+        color = "white" if value > threshold else "black"
+        axes.text(column, row, text, ha="center", va="center", fontsize=font - 1, color=color)
+
+
+def plot_image_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 5) -> Figure:
+    """Images shaped (M, C, H, W) uint8 in a grid, each with its caption."""
+    count = len(images)
+    ncols = max(1, min(ncols, count or 1))
+    nrows = max(1, math.ceil(count / ncols))
+    figure = new_figure(1.8 * ncols, 1.9 * nrows)
+    grid = np.atleast_1d(figure.subplots(nrows, ncols, squeeze=False).ravel())
+    for position, axes in enumerate(grid):
+        axes.axis("off")
+        if position < count:
+            _show_image(axes, images[position])
+            axes.set_title(captions[position], fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _show_image(axes: Any, image: np.ndarray) -> None:
+    """Grey images (one channel) in a grey colour map, others as RGB."""
+    if image.shape[0] == 1:
+        axes.imshow(image[0], cmap="gray", vmin=0, vmax=255)
+    else:
+        axes.imshow(np.transpose(image[:3], (1, 2, 0)))
+
+
+def plot_prediction_bars(
+    images: np.ndarray, probabilities: np.ndarray, class_names: Sequence[str], labels: Sequence[int]
+) -> Figure:
+    """One row per image: the image, then a bar per class of the predicted
+    distribution (true class green, a wrong prediction red)."""
+    count = len(images)
+    n_classes = len(class_names)
+    figure = new_figure(6, max(1.0, 0.12 * n_classes + 0.6) * count + 0.3)
+    grid = figure.subplots(max(count, 1), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2.5]})
+    positions = np.arange(n_classes)
+    for row in range(count):
+        image_axes, bar_axes = grid[row]
+        image_axes.axis("off")
+        _show_image(image_axes, images[row])
+        predicted = int(np.argmax(probabilities[row]))
+        colors = ["tab:gray"] * n_classes
+        if predicted != labels[row]:
+            colors[predicted] = "tab:red"
+        colors[int(labels[row])] = "tab:green"
+        bar_axes.barh(positions, probabilities[row], color=colors)
+        bar_axes.set_yticks(positions, labels=list(class_names), fontsize=6 if n_classes > 10 else 7)
+        bar_axes.invert_yaxis()
+        bar_axes.set_xlim(0, 1)
+        bar_axes.tick_params(axis="x", labelsize=7)
+        image_axes.set_title(f"true: {class_names[int(labels[row])]}", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def plot_per_class(per_class: Sequence[Mapping[str, Any]]) -> Figure:
+    """Precision, recall and F1 per class as grouped bars."""
+    names = [str(row["class"]) for row in per_class]
+    positions = np.arange(len(names))
+    figure = new_figure(min(max(5, 0.5 * len(names) + 2), 16), 3.2)
+    axes = figure.subplots()
+    width = 0.27
+    for offset, metric in zip((-width, 0, width), ("precision", "recall", "f1")):
+        axes.bar(positions + offset, [row[metric] for row in per_class], width, label=metric)
+    axes.set_xticks(positions, labels=names, rotation=90 if len(names) > 10 else 0, fontsize=7)
+    axes.set_ylim(0, 1.05)
+    axes.set_title("Per-class scores")
+    axes.legend(fontsize=7, ncols=3, loc="lower right")
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def plot_comparison_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "val_accuracy") -> Figure:
+    """One line per run of ``metric`` against epoch, overlaid."""
+    figure = new_figure(6, 3.4)
+    axes = figure.subplots()
+    for label, history in histories.items():
+        epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+        values = [row.get(metric, math.nan) for row in history]
+        axes.plot(epochs, values, "-o", markersize=3, label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric.replace("_", " "))
+    axes.set_title(metric.replace("val_", "validation ").replace("_", " "))
+    axes.grid(alpha=0.3)
+    if histories:
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,33 @@
+"""Shared fixtures: where the offline datasets are, and no network in tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets() -> Path | None:
+    """The offline dataset folder: $CNNLAB_DATA, else ../shared/datasets beside the repo."""
+    candidates = [os.environ.get("CNNLAB_DATA"), REPO.parent / "shared" / "datasets"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "mnist").is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def datasets_dir() -> Path:
+    found = shared_datasets()
+    if found is None:
+        pytest.skip("offline datasets (../shared/datasets or $CNNLAB_DATA) not present")
+    return found

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+
+from cnnlab.config import OptimizerSection, ScheduleSection
+from cnnlab.optim import apply_lr, l2_penalty, kernel_weights, lr_factor_function, make_optimizer
+
+
+def test_piecewise_matches_keras_lr_schedule():
+    schedule = ScheduleSection(name="piecewise", boundaries=[50, 75], values=[1e-3, 5e-4, 3e-4])
+    factor = lr_factor_function(schedule, 1e-3, 100)
+    assert factor(0) == pytest.approx(1.0)
+    assert factor(49.9) == pytest.approx(1.0)
+    assert factor(50) == pytest.approx(0.5)
+    assert factor(80) == pytest.approx(0.3)
+
+
+def test_step_schedule():
+    factor = lr_factor_function(ScheduleSection(name="step", step_size=10, gamma=0.5), 0.1, 30)
+    assert [factor(e) for e in (0, 9.99, 10, 25)] == pytest.approx([1, 1, 0.5, 0.25])
+
+
+def test_cosine_with_warmup():
+    factor = lr_factor_function(ScheduleSection(name="cosine", warmup_epochs=2), 0.1, 10)
+    assert factor(1) == pytest.approx(0.5, rel=1e-3)
+    assert factor(2) == pytest.approx(1.0)
+    assert factor(6) == pytest.approx(0.5)
+    assert factor(10) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_onecycle_rises_then_falls():
+    factor = lr_factor_function(ScheduleSection(name="onecycle"), 0.1, 10)
+    assert factor(0) == pytest.approx(1 / 25)
+    assert factor(3) == pytest.approx(1.0)
+    assert factor(10) == pytest.approx(1e-4)
+    assert factor(1) < factor(2) < factor(3) > factor(6) > factor(9)
+
+
+def test_optimizers_and_lr_applied():
+    model = torch.nn.Linear(3, 2)
+    sgd = make_optimizer(model, OptimizerSection(name="sgd", lr=0.1, momentum=0.9, nesterov=True))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["nesterov"]
+    assert apply_lr(sgd, 0.5) == pytest.approx(0.05)
+    assert isinstance(make_optimizer(model, OptimizerSection(name="adamw", weight_decay=0.01)), torch.optim.AdamW)
+
+
+def test_l2_penalty_is_keras_sum_of_squares():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    kernels = kernel_weights(model)
+    assert len(kernels) == 1
+    assert float(l2_penalty(kernels, 1e-4)) == pytest.approx(1e-4 * 4 * 4)
