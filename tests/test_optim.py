@@ -51,4 +51,4 @@ def test_l2_penalty_is_keras_sum_of_squares():
         model[0].weight.fill_(2.0)
     kernels = kernel_weights(model)
     assert len(kernels) == 1
-    assert float(l2_penalty(kernels, 1e-4)) == pytest.approx(1e-4 * 4 * 4)
+    assert float(l2_penalty(kernels, 1e-4).detach()) == pytest.approx(1e-4 * 4 * 4)

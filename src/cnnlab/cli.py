@@ -119,12 +119,12 @@ def command_compare(args: argparse.Namespace) -> int:
 
 def command_summary(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
-    from cnnlab.data import DatasetConfig, load_dataset
+    from cnnlab.data import load_dataset
     from cnnlab.models import create_model, format_summary
 
     overrides = [f"dataset={args.dataset}"] if args.dataset else []
     config = load_config(args.model, overrides)
-    dataset = load_dataset(DatasetConfig(**config.dataset.model_dump()), args.data_dir)
+    dataset = load_dataset(config.dataset, args.data_dir)
     built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
     print(format_summary(built))
     return 0

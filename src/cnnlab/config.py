@@ -9,18 +9,12 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cnnlab.data import DatasetConfig as DatasetSection
 from cnnlab.errors import ConfigError, did_you_mean
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DatasetSection(Strict):
-    name: str = "digits"
-    normalize: Literal["scale", "zscore", "imagenet", "none"] = "scale"
-    subset: Optional[int] = Field(default=None, ge=1, description="use only the first N training images")
-    test_subset: Optional[int] = Field(default=None, ge=1, description="use only the first N test images")
 
 
 class ModelSection(Strict):
@@ -94,7 +88,7 @@ class AnalysisSection(Strict):
 
 class ExperimentConfig(Strict):
     name: str = "experiment"
-    dataset: DatasetSection = Field(default_factory=DatasetSection)
+    dataset: DatasetSection = Field(default_factory=lambda: DatasetSection(name="digits"))
     model: ModelSection = Field(default_factory=lambda: ModelSection(name="mlp"))
     train: TrainSection = Field(default_factory=TrainSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)

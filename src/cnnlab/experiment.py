@@ -42,7 +42,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
 
     Raises TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
     from cnnlab.analysis import Interpretation
-    from cnnlab.data import DatasetConfig, load_dataset, split_validation
+    from cnnlab.data import load_dataset, split_validation
     from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
     from cnnlab.models import count_parameters, create_model, format_summary
     from cnnlab.report import write_report
@@ -54,7 +54,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     device = resolve_device(settings.device)
     seed_everything(settings.seed)
 
-    dataset = load_dataset(DatasetConfig(**config.dataset.model_dump()), data_dir)
+    dataset = load_dataset(config.dataset, data_dir)
     model_spec = config.to_dict()["model"]
     built = create_model(model_spec, dataset.input_shape, dataset.n_classes)
     run_dir = runs.make_run_dir(config.name, out, runs_root)

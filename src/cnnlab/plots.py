@@ -140,7 +140,8 @@ def plot_prediction_bars(
         bar_axes.invert_yaxis()
         bar_axes.set_xlim(0, 1)
         bar_axes.tick_params(axis="x", labelsize=7)
-        image_axes.set_title(f"true: {class_names[int(labels[row])]}", fontsize=8)
+        title = f"true: {class_names[int(labels[row])]}\npredicted: {class_names[predicted]}"
+        image_axes.set_title(title, fontsize=7)
     figure.tight_layout()
     return figure
 

@@ -191,10 +191,10 @@ def _confusion(interpretation: Interpretation, figures: FigureWriter) -> list[Bl
 def _examples(run: RunFiles, figures: FigureWriter, worst_n: int) -> list[Block]:
     interpretation = run.interpretation
     assert interpretation is not None
-    show = lambda rows, name, caption: _example_grid(run.examples, rows, name, caption, figures)  # noqa: E731
     worst = interpretation.worst(worst_n)
     errors = interpretation.confident_errors(worst_n)
     unsure = interpretation.least_confident_correct(worst_n)
+    caption = "#index predicted→true p=P(true)"
     blocks: list[Block] = [
         Heading(f"{worst_n} worst classified images"),
         Paragraph("Misclassified test images ranked by the probability the model gave their TRUE "
@@ -202,13 +202,15 @@ def _examples(run: RunFiles, figures: FigureWriter, worst_n: int) -> list[Block]
     ]
     if run.examples is None:
         blocks.append(Callout(f"No {runs.EXAMPLES_FILE} in the run directory: tables only, no images."))
-    blocks += [_error_table(worst)] + show(worst, "worst", "Worst classified: #index predicted→true p=P(true)")
+    blocks += [_error_table(worst)]
+    blocks += _example_grid(run.examples, worst, "worst", f"Worst classified: {caption}", figures)
     blocks += [Heading("Most confident errors", 3), _error_table(errors)]
-    blocks += show(errors, "confident_errors", "Most confident errors: #index predicted→true p=P(true)")
+    blocks += _example_grid(run.examples, errors, "confident_errors", f"Most confident errors: {caption}", figures)
     blocks += [Heading("Least confident correct predictions", 3), Table(
         ["Rank", "Index", "Class", "P(predicted)"],
         [[str(row["rank"]), str(row["index"]), row["true"], f"{row['p_pred']:.3f}"] for row in unsure])]
-    blocks += show(unsure, "least_confident_correct", "Least confident correct: #index predicted→true p=P(true)")
+    blocks += _example_grid(run.examples, unsure, "least_confident_correct",
+                            f"Least confident correct: {caption}", figures)
     return blocks + _prediction_bars(run, figures)
 
 
@@ -289,7 +291,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     out_dir = Path(out_dir)
     rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
     has_reported = any(row["reported_accuracy"] is not None for row in rows)
-    columns = COMPARISON_COLUMNS + (["reported_accuracy"] if has_reported else []) + ["run_dir"]
+    reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
+    columns = COMPARISON_COLUMNS + reported + ["run_dir"]
     paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
     runs.write_csv_atomic(paths["csv"], rows, columns)
     figures = FigureWriter(out_dir)
@@ -334,6 +337,7 @@ def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
         "test_accuracy": metrics.get("test_accuracy"),
         "train_time_s": metrics.get("train_time_s"),
         "reported_accuracy": metrics.get("reported_accuracy"),
+        "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
         "run_dir": str(run.run_dir),
     }
 
@@ -345,23 +349,25 @@ def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
     for row in rows:
         line = [row["model"], row["dataset"], format_integer(row["params"]), format_value(row["epochs"]),
                 format_number(row["test_loss"]), format_percent(row["test_accuracy"])]
-        line += [_format_reported(row["reported_accuracy"])] if has_reported else []
+        line += [_format_reported(row["reported_accuracy"], row["reported_accuracy_kind"])] if has_reported else []
         cells.append(line + [format_number(row["train_time_s"], 2)])
     return Table(headers + ["Training time (s)"], cells)
 
 
-def _format_reported(value: Any) -> str:
-    """Reported figures may be fractions (0.9196) or percentages (91.96)."""
+def _format_reported(value: Any, kind: Any) -> str:
+    """The lab report's own figure, a fraction (0.9196) or a percentage (91.96),
+    with what it measured (test or validation accuracy) when known."""
     if value is None:
         return "n/a"
-    return format_percent(value) if float(value) <= 1 else f"{float(value):.2f}%"
+    text = format_percent(value) if float(value) <= 1 else f"{float(value):.2f}%"
+    return f"{text} ({kind})" if kind else text
 
 
 def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:
     """One column group per run, as in the lab reports' three-model tables."""
     worst = [run.interpretation.worst(COMPARISON_WORST_N) for run in loaded]
     rows = []
-    for rank in range(1, max((len(rows) for rows in worst), default=0) + 1):
+    for rank in range(1, max((len(run_rows) for run_rows in worst), default=0) + 1):
         line = [str(rank)]
         for run_rows in worst:
             if rank <= len(run_rows):

@@ -7,7 +7,6 @@ Importing this package registers the built-in datasets (``digits``, ``mnist``,
 from cnnlab.data import digits, mnist  # noqa: F401  (registers the built-in datasets)
 from cnnlab.data.idx import read_idx
 from cnnlab.data.locate import cache_root, find_data_dirs, is_offline
-from cnnlab.data.normalize import normalization_stats, normalize_images
 from cnnlab.data.registry import (
     Dataset,
     DatasetConfig,
@@ -25,8 +24,6 @@ __all__ = [
     "find_data_dirs",
     "is_offline",
     "load_dataset",
-    "normalization_stats",
-    "normalize_images",
     "read_idx",
     "register_dataset",
     "split_validation",

@@ -150,7 +150,7 @@ def find_entry(name: str) -> tuple[DatasetEntry, str | None]:
 def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> Dataset:
     """Load the dataset ``config`` names, reading files from ``data_dir`` first when given.
 
-    Returns uint8 images (normalisation is the trainer's job, see `normalization_stats`),
+    Returns uint8 images (normalisation is the trainer's job, on the device: `cnnlab.batches`),
     cut to the first ``subset`` train and ``test_subset`` test images when those are set.
     Raises ConfigError for an unknown name and DataError for missing or corrupt files.
     """
