@@ -19,10 +19,16 @@ def shared_datasets() -> Path | None:
     return None
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One cache for the whole test session, so a decoded dataset is decoded once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path_factory):
+def _offline(monkeypatch, session_cache):
     monkeypatch.setenv("CNNLAB_OFFLINE", "1")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(session_cache))
 
 
 @pytest.fixture

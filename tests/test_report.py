@@ -63,9 +63,15 @@ def make_run(run_dir: Path, name: str = "tiny-run", n: int = 60, n_classes: int 
     return run_dir
 
 
-def test_report_writes_markdown_html_and_figures(tmp_path):
-    run_dir = make_run(tmp_path / "run")
-    markdown_path, html_path = write_report(run_dir)
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """One report, built once for the tests that only read it."""
+    run_dir = make_run(tmp_path_factory.mktemp("built") / "run")
+    return (run_dir, *write_report(run_dir))
+
+
+def test_report_writes_markdown_html_and_figures(built):
+    run_dir, markdown_path, html_path = built
     assert (markdown_path, html_path) == (run_dir / "report.md", run_dir / "report.html")
     figures = {path.name for path in (run_dir / runs.FIGURES_DIR).iterdir()}
     assert {"history.png", "confusion.png", "confusion_normalized.png", "per_class.png", "worst.png",
@@ -80,9 +86,8 @@ def test_report_writes_markdown_html_and_figures(tmp_path):
     assert f"| 1 | {first_worst['index']} |" in markdown
 
 
-def test_html_is_self_contained_and_escaped(tmp_path):
-    run_dir = make_run(tmp_path / "run")
-    markdown_path, html_path = write_report(run_dir)
+def test_html_is_self_contained_and_escaped(built):
+    _, markdown_path, html_path = built
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") >= 8
     assert "<script" not in page.lower()
@@ -91,9 +96,8 @@ def test_html_is_self_contained_and_escaped(tmp_path):
     assert 'src="figures/' not in page
 
 
-def test_rebuilding_gives_identical_report(tmp_path):
-    run_dir = make_run(tmp_path / "run")
-    markdown_path, html_path = write_report(run_dir)
+def test_rebuilding_gives_identical_report(built):
+    run_dir, markdown_path, html_path = built
     first_markdown, first_html = markdown_path.read_text(), html_path.read_text()
     write_report(run_dir)
     assert markdown_path.read_text() == first_markdown

@@ -56,6 +56,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--data-dir", type=Path)
 
     commands.add_parser("models", help="list the zoo: name, dataset, parameters, description, source report")
+
+    explore = commands.add_parser("explore", help="shape, value range, class balance, channel statistics and sample images",
+                                  description="Print what DATASET holds and write the class-balance chart, a grid of "
+                                              "the first images of each class and a small report into --out.")
+    explore.add_argument("dataset", help="dataset name: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH")
+    explore.add_argument("--out", type=Path, help="output folder (default: runs/explore-<dataset>)")
+    explore.add_argument("--data-dir", type=Path)
+    explore.add_argument("--per-class", type=int, default=10, help="images of each class in the grid (default 10)")
+
+    suite = commands.add_parser("suite", help="run a whole study: several experiments, then one comparison report",
+                                description="Run every experiment of SUITE.yaml in order (one run directory each, "
+                                            "complete ones skipped), then write the comparison (and the sweep table "
+                                            "for a sweep suite). KEY=VALUE overrides apply to every experiment.")
+    suite.add_argument("suite", type=Path, help="suite YAML file (see suites/)")
+    suite.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every experiment, e.g. train.epochs=2")
+    suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
+    suite.add_argument("--data-dir", type=Path)
+    suite.add_argument("--quiet", action="store_true")
     return parser
 
 
@@ -154,6 +172,33 @@ INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 
                 "cifar10": (3, 32, 32), "cifar10-jpeg": (3, 32, 32)}
 
 
+def command_explore(args: argparse.Namespace) -> int:
+    import re
+
+    from cnnlab.data import load_dataset
+    from cnnlab.explore import describe_dataset, format_description, write_exploration
+    from cnnlab.runs import make_run_dir
+
+    dataset = load_dataset(args.dataset, args.data_dir)
+    print(format_description(describe_dataset(dataset)))
+    out = args.out or Path("runs") / ("explore-" + re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-"))
+    paths = write_exploration(dataset, make_run_dir(dataset.name, out), per_class=max(1, args.per_class))
+    print(paths["html"].parent)
+    return 0
+
+
+def command_suite(args: argparse.Namespace) -> int:
+    from cnnlab.suite import load_suite, run_suite
+
+    suite = load_suite(args.suite, args.overrides)
+    out = args.out or Path("runs") / f"suite-{suite.name}"
+    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet)
+    for path in written.values():
+        print(path)
+    print(out)
+    return 0
+
+
 def _existing_run(path: Path) -> Path:
     if not (path / "metrics.json").exists():
         raise CnnlabError(f"{path} is not a cnnlab run directory (no metrics.json). Give a folder written by `cnnlab train`.")
@@ -166,7 +211,8 @@ def _paragraph(text: str) -> str:
 
 
 COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
-            "summary": command_summary, "models": command_models}
+            "summary": command_summary, "models": command_models, "explore": command_explore,
+            "suite": command_suite}
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ def plot_history(history: Sequence[Mapping[str, float]]) -> Figure:
     return figure
 
 
-def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], normalize: bool = False, title: str | None = None) -> Figure:
+def plot_confusion(
+    matrix: np.ndarray, class_names: Sequence[str], normalize: bool = False, title: str | None = None
+) -> Figure:
     """Heat map, rows = true class, columns = predicted, with the numbers in the cells."""
     matrix = np.asarray(matrix)
     n_classes = len(class_names)
@@ -156,15 +158,19 @@ def plot_per_class(per_class: Sequence[Mapping[str, Any]]) -> Figure:
     for offset, metric in zip((-width, 0, width), ("precision", "recall", "f1")):
         axes.bar(positions + offset, [row[metric] for row in per_class], width, label=metric)
     axes.set_xticks(positions, labels=names, rotation=90 if len(names) > 10 else 0, fontsize=7)
-    axes.set_ylim(0, 1.05)
+    # Head room above 1 keeps the legend off the bars.
+    axes.set_ylim(0, 1.2)
+    axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_title("Per-class scores")
-    axes.legend(fontsize=7, ncols=3, loc="lower right")
+    axes.legend(fontsize=7, ncols=3, loc="upper center")
     axes.grid(axis="y", alpha=0.3)
     figure.tight_layout()
     return figure
 
 
-def plot_comparison_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "val_accuracy") -> Figure:
+def plot_comparison_curves(
+    histories: Mapping[str, Sequence[Mapping[str, float]]], metric: str = "val_accuracy"
+) -> Figure:
     """One line per run of ``metric`` against epoch, overlaid."""
     figure = new_figure(6, 3.4)
     axes = figure.subplots()
@@ -172,9 +178,10 @@ def plot_comparison_curves(histories: Mapping[str, Sequence[Mapping[str, float]]
         epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
         values = [row.get(metric, math.nan) for row in history]
         axes.plot(epochs, values, "-o", markersize=3, label=label)
+    name = metric.replace("val_", "validation ").replace("train_", "training ").replace("_", " ")
     axes.set_xlabel("epoch")
-    axes.set_ylabel(metric.replace("_", " "))
-    axes.set_title(metric.replace("val_", "validation ").replace("_", " "))
+    axes.set_ylabel(name)
+    axes.set_title(name.capitalize())
     axes.grid(alpha=0.3)
     if histories:
         axes.legend(fontsize=7)

@@ -6,7 +6,7 @@ test images the analysis shows, so any report can be rebuilt or re-styled later.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class RunFiles:
     examples: dict[str, np.ndarray] | None = None
     summary: str | None = None
     environment: dict[str, Any] | None = None
-    notes: list[str] = field(default_factory=list)  # files that could not be read
 
 
 def load_run(run_dir: Path, require_predictions: bool = False) -> RunFiles:
@@ -63,7 +62,7 @@ def load_run(run_dir: Path, require_predictions: bool = False) -> RunFiles:
         )
     config_path = run_dir / runs.CONFIG_FILE
     if config_path.exists():
-        run.config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+        run.config = _read_yaml(config_path)
     examples_path = run_dir / runs.EXAMPLES_FILE
     if examples_path.exists():
         run.examples = runs.load_npz(examples_path)
@@ -81,6 +80,13 @@ def _read_json(path: Path) -> dict[str, Any]:
         return runs.read_json(path)
     except ValueError as error:
         raise CnnlabError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise CnnlabError(f"{path} is not valid YAML ({error}); the run directory is damaged.") from None
 
 
 def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
@@ -108,7 +114,7 @@ def _header(run: RunFiles) -> list[Block]:
     status = str(metrics.get("status", "unknown"))
     blocks: list[Block] = [
         Heading(f"Report: {metrics.get('name', run.run_dir.name)}", 1),
-        Table(["", ""], [
+        Table(["Run", "Value"], [
             ["Name", format_value(metrics.get("name"))],
             ["Dataset", format_value(metrics.get("dataset"))],
             ["Model", format_value(metrics.get("model"))],
@@ -138,7 +144,8 @@ def _headline(run: RunFiles) -> list[Block]:
         ["Test accuracy", format_percent(accuracy)],
         ["Test loss", format_number(metrics.get("test_loss"))],
         ["Parameters", params],
-        ["Epochs run / planned", f"{format_value(metrics.get('epochs'))} / {format_value(metrics.get('epochs_planned'))}"],
+        ["Epochs run / planned", f"{format_value(metrics.get('epochs'))} / "
+                                 f"{format_value(metrics.get('epochs_planned'))}"],
         ["Training time", format_seconds(metrics.get("train_time_s"))],
         ["Best epoch", format_value(metrics.get("best_epoch"))],
         ["Stop reason", format_value(metrics.get("stop_reason"))],
@@ -194,7 +201,7 @@ def _examples(run: RunFiles, figures: FigureWriter, worst_n: int) -> list[Block]
     worst = interpretation.worst(worst_n)
     errors = interpretation.confident_errors(worst_n)
     unsure = interpretation.least_confident_correct(worst_n)
-    caption = "#index predicted→true p=P(true)"
+    caption = "#index, true class, predicted class, P(true)"
     blocks: list[Block] = [
         Heading(f"{worst_n} worst classified images"),
         Paragraph("Misclassified test images ranked by the probability the model gave their TRUE "
@@ -234,7 +241,7 @@ def _example_grid(examples: dict[str, np.ndarray] | None, rows: list[dict[str, A
     if len(shown) < len(rows):
         blocks.append(Callout(f"{len(rows) - len(shown)} of these images are not in {runs.EXAMPLES_FILE}."))
     if shown:
-        captions = [f"#{row['index']} {row['predicted']}→{row['true']} p={row['p_true']:.2f}" for row in shown]
+        captions = [f"#{row['index']} true {row['true']}, pred {row['predicted']}\np(true)={row['p_true']:.2f}" for row in shown]
         blocks.append(figures.add(name, plots.plot_image_grid(images, captions, GRID_COLUMNS), caption))
     return blocks
 
@@ -272,7 +279,7 @@ def _appendix(run: RunFiles) -> list[Block]:
         blocks += [Heading("Resolved config"), Preformatted(yaml.safe_dump(run.config, sort_keys=False))]
     if run.environment:
         rows = [[str(key), format_value(value)] for key, value in run.environment.items()]
-        blocks += [Heading("Environment"), Table(["", ""], rows)]
+        blocks += [Heading("Environment"), Table(["Item", "Value"], rows)]
     seed = run.metrics.get("seed", (run.environment or {}).get("seed"))
     return blocks + [Paragraph(f"Seed: {format_value(seed)}")]
 
@@ -301,8 +308,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
         blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
     histories = {label: run.history for label, run in zip(labels, loaded)}
     blocks += [Heading("Validation curves"), ImageRow([
-        figures.add("compare_val_accuracy", plots.plot_comparison_curves(histories, "val_accuracy"), "Validation accuracy"),
-        figures.add("compare_val_loss", plots.plot_comparison_curves(histories, "val_loss"), "Validation loss"),
+        figures.add(f"compare_{metric}", plots.plot_comparison_curves(histories, metric), caption)
+        for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
     ])]
     blocks += [Heading("Confusion matrices"), ImageRow([
         figures.add(f"compare_confusion_{number}", plots.plot_confusion(

@@ -31,7 +31,7 @@ class BuiltModel:
     layer_specs: list[LayerSpec] = field(default_factory=list)
 
     @property
-    def parameters(self) -> tuple[int, int]:
+    def parameter_counts(self) -> tuple[int, int]:
         """(trainable, non_trainable) counted like Keras."""
         return count_parameters(self.module)
 
@@ -60,7 +60,8 @@ def build_model(layers: Sequence[str | Mapping[str, Any] | LayerSpec], input_sha
         for child_name, child in children:
             module.add_module(child_name, child)
         trainable, frozen = count_parameters(nn.ModuleList([child for _, child in children]))
-        rows.append(SummaryRow(layer_name, type_name, shape, trainable + frozen, trainable))
+        names = tuple(child_name for child_name, _ in children)
+        rows.append(SummaryRow(layer_name, type_name, shape, trainable + frozen, trainable, names))
     _check_output(specs, shape, n_classes, notes)
     return BuiltModel(module, rows, notes, tuple(input_shape), n_classes, name, specs)
 
@@ -126,8 +127,8 @@ def _window_pads(spec: LayerSpec, shape: Shape, window: int, label: str) -> tupl
     if window > min(padded_height, padded_width):
         padded = "" if not any(pads) else f" (after padding: {padded_height}x{padded_width})"
         raise _shape_error(spec, shape, f"{label} {window} ({window}x{window}) is larger than the "
-                           f"{height}x{width} input{padded}. Use a smaller kernel or pool, padding 'same', or fewer pooling "
-                           "layers before it.")
+                           f"{height}x{width} input{padded}. Use a smaller kernel or pool, padding 'same', "
+                           "or fewer pooling layers before it.")
     return pads, ((padded_height - window) // stride + 1, (padded_width - window) // stride + 1)
 
 

@@ -20,6 +20,7 @@ class SummaryRow:
     output_shape: tuple[int, ...]
     params: int  # trainable + non-trainable, as Keras counts them
     trainable: int
+    module_names: tuple[str, ...] = ()  # the children of `BuiltModel.module` this layer became
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

@@ -1,0 +1,108 @@
+"""`cnnlab explore`: what a dataset holds — shape, value range, class balance, channel statistics —
+and report 001's figures: the class-balance bar chart and the first images of each class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab import plots, runs
+from cnnlab.batches import fit_normalization
+from cnnlab.data import Dataset
+from cnnlab.report_document import FigureWriter, Heading, ImageRow, Paragraph, Table, render_html, render_markdown
+
+
+def describe_dataset(dataset: Dataset) -> dict[str, Any]:
+    """Shape, channels, value range, per-split class counts and per-channel mean/std (training set, 0..1)."""
+    normalization = fit_normalization("zscore", dataset.train_images)
+    lowest = min(int(dataset.train_images.min()), int(dataset.test_images.min()))
+    highest = max(int(dataset.train_images.max()), int(dataset.test_images.max()))
+    return {
+        "dataset": dataset.name,
+        "source": dataset.source,
+        "image_shape": list(dataset.input_shape),
+        "channels": dataset.input_shape[0],
+        "dtype": str(dataset.train_images.dtype),
+        "value_range": [lowest, highest],
+        "classes": list(dataset.classes),
+        "train_counts": np.bincount(dataset.train_labels, minlength=dataset.n_classes).tolist(),
+        "test_counts": np.bincount(dataset.test_labels, minlength=dataset.n_classes).tolist(),
+        "channel_mean": normalization.mean,
+        "channel_std": normalization.std,
+    }
+
+
+def format_description(stats: dict[str, Any]) -> str:
+    """The terminal summary: one line per fact, then the class-balance table."""
+    channels, height, width = stats["image_shape"]
+    lines = [
+        f"dataset        {stats['dataset']}  ({stats['source']})",
+        f"images         {sum(stats['train_counts'])} train, {sum(stats['test_counts'])} test",
+        f"image shape    {height}x{width}, {channels} channel{'s' if channels > 1 else ''} ({stats['dtype']})",
+        f"value range    {stats['value_range'][0]}..{stats['value_range'][1]}",
+        "channel mean   " + ", ".join(f"{value:.4f}" for value in stats["channel_mean"]) + "  (train, scaled to 0..1)",
+        "channel std    " + ", ".join(f"{value:.4f}" for value in stats["channel_std"]),
+        "",
+    ]
+    width_name = max(len("class"), *(len(name) for name in stats["classes"]))
+    lines.append(f"{'class'.ljust(width_name)}  {'train':>7}  {'test':>7}")
+    for name, train, test in zip(stats["classes"], stats["train_counts"], stats["test_counts"]):
+        lines.append(f"{name.ljust(width_name)}  {train:>7}  {test:>7}")
+    lines.append(f"{'total'.ljust(width_name)}  {sum(stats['train_counts']):>7}  {sum(stats['test_counts']):>7}")
+    return "\n".join(lines)
+
+
+def first_images_per_class(dataset: Dataset, per_class: int) -> tuple[np.ndarray, list[str]]:
+    """The first ``per_class`` training images of each class, class by class, with captions."""
+    chosen, captions = [], []
+    for label, name in enumerate(dataset.classes):
+        indices = np.flatnonzero(dataset.train_labels == label)[:per_class]
+        chosen.extend(indices.tolist())
+        captions.extend(f"{name} #{index}" for index in indices)
+    return dataset.train_images[np.array(chosen, dtype=np.int64)], captions
+
+
+def plot_class_balance(stats: dict[str, Any]):
+    figure = plots.new_figure(max(5, 0.55 * len(stats["classes"]) + 2), 3.2)
+    axes = figure.add_subplot(1, 1, 1)
+    positions = np.arange(len(stats["classes"]))
+    axes.bar(positions - 0.2, stats["train_counts"], width=0.4, label="train")
+    axes.bar(positions + 0.2, stats["test_counts"], width=0.4, label="test")
+    axes.set_xticks(positions, stats["classes"], rotation=45 if len(stats["classes"]) > 6 else 0, ha="right")
+    axes.set_ylabel("images")
+    axes.set_title(f"Class balance of {stats['dataset']}")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def write_exploration(dataset: Dataset, out_dir: Path, per_class: int = 10) -> dict[str, Path]:
+    """Write explore.json, figures/class_balance.png, figures/samples.png, explore.md and explore.html."""
+    out_dir = Path(out_dir)
+    stats = describe_dataset(dataset)
+    runs.write_json_atomic(out_dir / "explore.json", stats)
+    figures = FigureWriter(out_dir)
+    images, captions = first_images_per_class(dataset, per_class)
+    table = Table(["class", "train", "test"], [
+        [name, str(train), str(test)] for name, train, test in zip(stats["classes"], stats["train_counts"], stats["test_counts"])])
+    blocks = [
+        Heading(f"Exploring {stats['dataset']}", 1),
+        Paragraph(f"Source: {stats['source']}."),
+        Table(["property", "value"], [
+            ["image shape (C, H, W)", str(tuple(stats["image_shape"]))],
+            ["value range", f"{stats['value_range'][0]}..{stats['value_range'][1]} ({stats['dtype']})"],
+            ["images", f"{sum(stats['train_counts'])} train, {sum(stats['test_counts'])} test"],
+            ["channel mean (0..1)", ", ".join(f"{v:.4f}" for v in stats["channel_mean"])],
+            ["channel std (0..1)", ", ".join(f"{v:.4f}" for v in stats["channel_std"])],
+        ]),
+        Heading("Class balance"), table,
+        ImageRow([figures.add("class_balance", plot_class_balance(stats), "Images per class, train and test")]),
+        Heading(f"The first {per_class} training images of each class"),
+        figures.add("samples", plots.plot_image_grid(images, captions, ncols=per_class), "One row per class"),
+    ]
+    paths = {"json": out_dir / "explore.json", "md": out_dir / "explore.md", "html": out_dir / "explore.html"}
+    runs.write_text_atomic(paths["md"], render_markdown(blocks))
+    runs.write_text_atomic(paths["html"], render_html(blocks, f"cnnlab explore: {stats['dataset']}", figures.pngs))
+    return paths

@@ -1,0 +1,100 @@
+"""The model zoo's registry: `ZooEntry` records, `register`, `get_entry`, `list_entries`.
+
+The entries themselves live in `cnnlab.models.zoo` and the modules it imports."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+from cnnlab.errors import ConfigError, did_you_mean
+
+# Input shape (channels, height, width) of each dataset a zoo entry can name.
+DATASET_INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+                        "cifar10-jpeg": (3, 32, 32)}
+RECIPE_KEYS = ("dataset", "train", "optimizer", "schedule", "augment")
+PRETRAINED_REASON = "needs pretrained ImageNet weights: comes with the transfer-learning feature (not yet available)"
+
+
+@dataclass
+class ZooEntry:
+    """A named model from the lab reports: its layers, the report's training recipe and result."""
+
+    name: str
+    dataset: str
+    layers: list[str]
+    recipe: dict[str, Any]  # partial experiment config: train, optimizer, schedule, augment, dataset
+    description: str  # one line, says what is assumed where the report is silent
+    source: str  # e.g. "report 000, Keras part"
+    reported_accuracy: float | None = None  # 0..1
+    reported_accuracy_kind: str = "test"  # "test" or "validation"
+    reported_time_s: float | None = None  # the report's own training time, on its own machine
+    available: bool = True
+    unavailable_reason: str = ""
+
+    def __post_init__(self) -> None:
+        # Entries often share a recipe or layer list; each keeps its own copy so no edit leaks.
+        self.layers = copy.deepcopy(list(self.layers))
+        self.recipe = copy.deepcopy(dict(self.recipe))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return DATASET_INPUT_SHAPES[self.dataset]
+
+
+_ENTRIES: dict[str, ZooEntry] = {}
+
+
+def register(entry: Union[ZooEntry, Callable[[], ZooEntry]]) -> Any:
+    """Add an entry to the zoo. Works on a `ZooEntry` or, as a decorator, on a function returning one."""
+    if callable(entry) and not isinstance(entry, ZooEntry):
+        register(entry())
+        return entry
+    _check_entry(entry)
+    _ENTRIES[entry.name] = entry
+    return entry
+
+
+def get_entry(name: str) -> ZooEntry:
+    """The entry called `name`; ConfigError with the closest name when there is none."""
+    if name in _ENTRIES:
+        return _ENTRIES[name]
+    raise ConfigError(f'Unknown model "{name}".{did_you_mean(name, _ENTRIES)} '
+                      "Run `cnnlab models` to list the zoo, or give the layers yourself with model: {layers: [...]}.")
+
+
+def list_entries(dataset: str | None = None) -> list[ZooEntry]:
+    """All entries, or those for one dataset, grouped by source (baseline, then report 000, 001, ...)."""
+    chosen = [entry for entry in _ENTRIES.values() if dataset is None or entry.dataset == dataset]
+    return sorted(chosen, key=lambda entry: entry.source)  # stable: registration order within a source
+
+
+def make_recipe(epochs: int, *, batch_size: int = 32, validation_split: float = 0.1,
+                optimizer: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+    """A recipe: training length and optimizer (Adam, lr 1e-3 unless given), plus any of
+    schedule, augment and dataset as further sections."""
+    unknown = set(sections) - set(RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f"unknown recipe sections {sorted(unknown)}")
+    recipe = {"train": {"epochs": epochs, "batch_size": batch_size, "validation_split": validation_split},
+              "optimizer": optimizer or {"name": "adam", "lr": 1e-3}}
+    recipe.update({name: copy.deepcopy(section) for name, section in sections.items() if section is not None})
+    return recipe
+
+
+def _check_entry(entry: ZooEntry) -> None:
+    # These are programming errors in a zoo module, not user errors.
+    if entry.name in _ENTRIES:
+        raise ValueError(f"zoo entry {entry.name} is registered twice")
+    if entry.dataset not in DATASET_INPUT_SHAPES:
+        raise ValueError(f"zoo entry {entry.name}: unknown dataset {entry.dataset}")
+    if entry.reported_accuracy is not None and not 0 <= entry.reported_accuracy <= 1:
+        raise ValueError(f"zoo entry {entry.name}: reported_accuracy must be a fraction 0..1")
+    if entry.reported_accuracy_kind not in ("test", "validation"):
+        raise ValueError(f"zoo entry {entry.name}: reported_accuracy_kind must be test or validation")
+    unknown = set(entry.recipe) - set(RECIPE_KEYS)
+    if unknown:
+        raise ValueError(f"zoo entry {entry.name}: unknown recipe keys {sorted(unknown)}")
+    if entry.available == bool(entry.unavailable_reason):
+        raise ValueError(f"zoo entry {entry.name}: give an unavailable_reason exactly when available is False")

@@ -1,0 +1,144 @@
+"""Zoo entries from reports 000/002, "DLCV Lab 4": the Keras part and the PyTorch part, MNIST and CIFAR-10.
+
+Layers are written as the report lists them. The report gives 20 epochs and batch 32 but no
+optimizer: Adam at lr 1e-3 (the Keras default) is assumed for both parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.models.registry import PRETRAINED_REASON, ZooEntry, make_recipe, register
+
+KERAS_SOURCE = "report 000, Keras part"
+TORCH_SOURCE = "report 000, PyTorch part"
+ASSUMED = "20 epochs, batch 32; optimizer not stated, Keras defaults assumed (Adam lr 1e-3, ReLU after each Conv2D)"
+TORCH_ASSUMED = "20 epochs, batch 32; optimizer not stated, Adam lr 1e-3 assumed; no ReLU where the report lists none"
+SHIFT_FLIP = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}
+PRAISYNET_AUGMENT = {"random_affine": {"degrees": 0, "scale": [0.2, 1.2], "shear": 10},
+                     "horizontal_flip": True, "rotation_range": 10}
+
+
+def conv(filters: int, kernel: int) -> str:
+    return f"Conv2D: {filters}, {kernel}, 1, 'valid'"
+
+
+def torch_conv(filters: int, kernel: int) -> str:
+    return f"Conv2d: {filters}, {kernel}, 1, 0"
+
+
+KERAS_MODEL1 = [conv(32, 3), "Flatten", "Dense: 10, 'softmax'"]
+KERAS_MODEL5 = [conv(64, 5), conv(128, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", conv(256, 5), "Flatten",
+                "Dense: 10, 'softmax'"]
+KERAS_MODEL7 = [conv(64, 5), conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
+                conv(128, 5), conv(128, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
+                "Flatten", "Dense: 128, 'relu'", "Dense: 10, 'softmax'"]
+TORCH_MODEL1 = [torch_conv(32, 3), "Flatten", "Linear: 10"]
+TORCH_MODEL3_BLOCK = [torch_conv(64, 3), torch_conv(32, 3), "Dropout", "ReLU", "MaxPool2d: 2, 1, 0"]
+TORCH_MODEL3 = [*TORCH_MODEL3_BLOCK, torch_conv(16, 3), "Flatten", "Linear: 10"]
+PRAISNET = [torch_conv(64, 5), torch_conv(64, 5), "MaxPool2d: 2, 2, 0", "BatchNorm2d",
+            torch_conv(128, 5), torch_conv(128, 5), "MaxPool2d: 2, 2, 0", "BatchNorm2d",
+            "Flatten", "Linear: 128", "ReLU", "Linear: 10"]
+
+
+def keras_entry(name: str, dataset: str, layers: list[str], accuracy: float, time_s: float, description: str,
+                epochs: int = 20, augment: dict[str, Any] | None = None, **fields: Any) -> ZooEntry:
+    return ZooEntry(name=name, dataset=dataset, layers=layers, recipe=make_recipe(epochs, augment=augment),
+                    description=f"{description}. {ASSUMED}.", source=KERAS_SOURCE, reported_accuracy=accuracy,
+                    reported_time_s=time_s, **fields)
+
+
+def torch_entry(name: str, dataset: str, layers: list[str], accuracy: float, time_s: float, description: str,
+                epochs: int = 20, augment: dict[str, Any] | None = None, **fields: Any) -> ZooEntry:
+    return ZooEntry(name=name, dataset=dataset, layers=layers, recipe=make_recipe(epochs, augment=augment),
+                    description=f"{description}. {TORCH_ASSUMED}.", source=TORCH_SOURCE,
+                    reported_accuracy=accuracy, reported_time_s=time_s, **fields)
+
+
+# --------------------------------------------------------------------------- Keras, MNIST
+
+register(keras_entry("keras/mnist/model1", "mnist", KERAS_MODEL1, 0.9196, 46.96,
+                     "First CNN: one 3x3 convolution and a softmax layer (report 002 re-run: 92.43%)"))
+register(keras_entry("keras/mnist/model2", "mnist",
+                     [conv(32, 3), conv(64, 3), "MaxPooling: 2, 1, 'valid'", conv(128, 3), "Flatten",
+                      "Dense: 10, 'softmax'"], 0.9781, 144.61,
+                     "Three 3x3 convolutions with a stride-1 max-pool, the architecture given in class"))
+register(keras_entry("keras/mnist/model3", "mnist",
+                     [conv(32, 5), conv(64, 5), "BatchNorm", "MaxPooling: 2, 1, 'valid'", conv(128, 5), "Flatten",
+                      "Dense: 10, 'softmax'"], 0.9812, 143.87,
+                     "5x5 convolutions with batch normalization and a stride-1 max-pool"))
+register(keras_entry("keras/mnist/model4", "mnist",
+                     [conv(32, 5), conv(64, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", conv(128, 5), "Flatten",
+                      "Dense: 10, 'softmax'"], 0.9813, 113.17,
+                     "model3 with a stride-2 max-pool: as accurate and faster, the report's pick"))
+register(keras_entry("keras/mnist/model5", "mnist", KERAS_MODEL5, 0.9804, 211.00,
+                     "model4 with twice the filters (64, 128, 256)"))
+
+# --------------------------------------------------------------------------- Keras, CIFAR-10
+
+register(keras_entry("keras/cifar10/model1", "cifar10", KERAS_MODEL1, 0.3335, 53.39,
+                     "keras/mnist/model1 on CIFAR-10"))
+register(keras_entry("keras/cifar10/model5", "cifar10", KERAS_MODEL5, 0.5596, 200.59,
+                     "keras/mnist/model5 on CIFAR-10"))
+register(keras_entry("keras/cifar10/model6", "cifar10",
+                     [conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm", conv(128, 5), "MaxPooling: 2, 2, 'valid'",
+                      "BatchNorm", "Flatten", "Dense: 128, 'relu'", "Dense: 10, 'softmax'"], 0.6378, 95.43,
+                     "Two conv/pool/batch-norm stages and a 128-unit hidden layer"))
+register(keras_entry("keras/cifar10/model7", "cifar10", KERAS_MODEL7, 0.6857, 158.78,
+                     "Two stages of two 5x5 convolutions, max-pool and batch norm, 128-unit hidden layer"))
+register(keras_entry("keras/cifar10/model8", "cifar10", KERAS_MODEL7, 0.6978, 340.25,
+                     "model7 with augmentation: flips, shifts 0.1, rotation 10, zoom 0.2",
+                     augment={**SHIFT_FLIP, "rotation_range": 10, "zoom_range": 0.2}))
+register(keras_entry("keras/cifar10/model9", "cifar10", KERAS_MODEL7, 0.7208, 323.14,
+                     "model7 with augmentation: horizontal flips and shifts of 0.1", augment=dict(SHIFT_FLIP)))
+register(keras_entry("keras/cifar10/model10", "cifar10", KERAS_MODEL7, 0.7633, 1557.88,
+                     "model9 trained for 100 epochs (the report's model9bis)", epochs=100, augment=dict(SHIFT_FLIP)))
+register(keras_entry("keras/cifar10/resnet50", "cifar10",
+                     ["ResNet50: imagenet", "GlobalAvgPool", "Dense: 10, 'softmax'"], 0.7363, 1153.49,
+                     "ResNet50 with ImageNet weights, a new 10-class head, all layers trained",
+                     available=False, unavailable_reason=PRETRAINED_REASON))
+register(keras_entry("keras/cifar10/resnet50-da", "cifar10",
+                     ["ResNet50: imagenet", "GlobalAvgPool", "Dense: 10, 'softmax'"], 0.7615, 1172.44,
+                     "keras/cifar10/resnet50 with model9's augmentation", augment=dict(SHIFT_FLIP),
+                     available=False, unavailable_reason=PRETRAINED_REASON))
+
+# --------------------------------------------------------------------------- PyTorch, MNIST
+
+register(torch_entry("torch/mnist/model1", "mnist", TORCH_MODEL1, 0.9174, 92.76,
+                     "First CNN: one linear 3x3 convolution and a linear layer; softmax only inside the loss "
+                     "(report 002 re-run: 93.21%)"))
+register(torch_entry("torch/mnist/model2", "mnist",
+                     [torch_conv(64, 3), torch_conv(32, 3), "MaxPool2d: 2, 1, 0", torch_conv(16, 3), "Flatten",
+                      "Linear: 10"], 0.9720, 97.12,
+                     "Three 3x3 convolutions without ReLU (the report lists none) and a stride-1 max-pool"))
+register(torch_entry("torch/mnist/model3", "mnist", TORCH_MODEL3, 0.9855, 98.83,
+                     "model2 with Dropout (PyTorch default 0.5) and one ReLU before the max-pool"))
+register(torch_entry("torch/mnist/model4", "mnist",
+                     [torch_conv(64, 3), torch_conv(32, 3), "Dropout: 0.25", "ReLU", "MaxPool2d: 2, 2, 0",
+                      torch_conv(16, 3), "Flatten", "Linear: 10"], 0.9876, 103.71,
+                     "The report only calls it a variant of model3: assumed to be model3 with Dropout 0.25 "
+                     "and a stride-2 max-pool"))
+
+# --------------------------------------------------------------------------- PyTorch, CIFAR-10
+
+register(torch_entry("torch/cifar10/model1", "cifar10", TORCH_MODEL1, 0.3053, 100.20,
+                     "torch/mnist/model1 on CIFAR-10"))
+register(torch_entry("torch/cifar10/model4", "cifar10",
+                     [*TORCH_MODEL3_BLOCK, torch_conv(16, 3), "Flatten", "Linear: 128", "ReLU", "Linear: 10"],
+                     0.6751, 107.47, "torch/mnist/model3 with a 128-unit ReLU hidden layer"))
+register(torch_entry("torch/cifar10/model5", "cifar10",
+                     [*TORCH_MODEL3_BLOCK, *TORCH_MODEL3_BLOCK, torch_conv(16, 3), "Flatten",
+                      "Linear: 128", "ReLU", "Linear: 256", "ReLU", "Linear: 10"], 0.7011, 134.46,
+                     "model4 with the conv/dropout/ReLU/pool block twice and hidden layers of 128 and 256 "
+                     "(ReLU after both, as report 000 lists 'relu')"))
+register(torch_entry("torch/cifar10/praisnet", "cifar10", PRAISNET, 0.6980, 160.63,
+                     "PraisNet: two stages of two linear 5x5 convolutions, max-pool and batch norm, "
+                     "a 128-unit ReLU layer (the Keras model7 in PyTorch)"))
+register(torch_entry("torch/cifar10/praisynet", "cifar10", PRAISNET, 0.7718, 899.34,
+                     "PraisNet with augmentation (RandomAffine scale 0.2-1.2 shear 10, flips, rotation 10), "
+                     "100 epochs", epochs=100, augment=PRAISYNET_AUGMENT))
+register(torch_entry("torch/cifar10/resnet50", "cifar10", ["ResNet50: imagenet", "GlobalAvgPool", "Linear: 10"],
+                     0.8243, 1076.82, "ResNet50 with ImageNet weights, fine-tuned with a new 10-class layer",
+                     available=False, unavailable_reason=PRETRAINED_REASON))
+register(torch_entry("torch/cifar10/resnet50-da", "cifar10", ["ResNet50: imagenet", "GlobalAvgPool", "Linear: 10"],
+                     0.8067, 1079.93, "torch/cifar10/resnet50 with augmentation (PraisyNet's assumed)",
+                     augment=PRAISYNET_AUGMENT, available=False, unavailable_reason=PRETRAINED_REASON))

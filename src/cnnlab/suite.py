@@ -1,0 +1,169 @@
+"""Suites: a whole study in one command. Experiments run in order, one run directory each,
+then one comparison report. Re-running skips experiments whose run directory is complete."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from cnnlab import runs
+from cnnlab.config import ExperimentConfig, load_config
+from cnnlab.errors import ConfigError, TrainingDiverged
+
+SUITE_KEYS = {"name", "description", "defaults", "experiments", "sweep"}
+
+
+@dataclass
+class SuiteExperiment:
+    label: str
+    source: str
+    overrides: list[str] = field(default_factory=list)
+    sweep_value: Any = None
+
+
+@dataclass
+class Suite:
+    name: str
+    description: str
+    experiments: list[SuiteExperiment]
+    sweep_parameter: Optional[str] = None
+
+
+def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
+    """Read a suite file: `experiments:` (zoo names or config files, each with overrides) or
+    `sweep:` (one base experiment, one parameter over a list of values). `defaults:` and
+    ``extra_overrides`` apply to every experiment, ``extra_overrides`` last."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"Suite file {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Suite file {path} is not valid YAML: {error}.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Suite file {path} must be a mapping with name:, experiments: or sweep:.")
+    unknown = set(raw) - SUITE_KEYS
+    if unknown:
+        from cnnlab.errors import did_you_mean
+        key = sorted(unknown)[0]
+        raise ConfigError(f'Suite file {path}: unknown key "{key}".{did_you_mean(key, SUITE_KEYS)} '
+                          f"Valid keys: {', '.join(sorted(SUITE_KEYS))}.")
+    name = str(raw.get("name") or path.stem)
+    common = _overrides(raw.get("defaults"), f"{path}: defaults") + list(extra_overrides or [])
+    base_dir = path.parent
+    if "sweep" in raw:
+        experiments, parameter = _sweep_experiments(raw["sweep"], common, base_dir, path)
+        return Suite(name, str(raw.get("description", "")), experiments, parameter)
+    entries = raw.get("experiments")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"Suite file {path} needs a non-empty experiments: list (or a sweep: section).")
+    experiments = [_experiment(entry, index, common, base_dir, path) for index, entry in enumerate(entries, 1)]
+    return Suite(name, str(raw.get("description", "")), experiments)
+
+
+def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True) -> dict[str, Path]:
+    """Run every experiment not already complete, then write the comparison; return the written files."""
+    from cnnlab.experiment import run_experiment
+    from cnnlab.report import write_comparison
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dirs, kept = [], []
+    for index, experiment in enumerate(suite.experiments, 1):
+        config = load_config(experiment.source, experiment.overrides)
+        run_dir = out / f"{index:02d}-{_slug(experiment.label)}"
+        heading = f"[{index}/{len(suite.experiments)}] {experiment.label}"
+        if runs.is_complete(run_dir) and _same_config(run_dir, config):
+            _say(show_progress, f"{heading}: complete, skipped ({run_dir})")
+        else:
+            _say(show_progress, f"{heading}: training")
+            try:
+                run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress)
+            except TrainingDiverged as error:
+                _say(True, f"{heading}: diverged, left out of the comparison. {error}")
+                continue
+        run_dirs.append(run_dir)
+        kept.append(experiment)
+    if not run_dirs:
+        raise ConfigError(f"No experiment of suite {suite.name} finished, so there is nothing to compare.")
+    written = write_comparison(run_dirs, out, labels=[experiment.label for experiment in kept])
+    if suite.sweep_parameter:
+        from cnnlab.sweep import write_sweep
+        values = [experiment.sweep_value for experiment in kept]
+        written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out))
+    return written
+
+
+def _experiment(entry: Any, index: int, common: list[str], base_dir: Path, path: Path) -> SuiteExperiment:
+    where = f"{path}: experiments[{index}]"
+    if isinstance(entry, str):
+        return SuiteExperiment(_label(entry), _source(entry, base_dir), list(common))
+    if not isinstance(entry, dict) or "run" not in entry:
+        raise ConfigError(f"{where} must be a zoo name, a config file, or a mapping with run: (and optional "
+                          f"label:, overrides:).")
+    unknown = set(entry) - {"run", "label", "overrides"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}; valid keys are run, label, overrides.")
+    source = str(entry["run"])
+    label = str(entry.get("label") or _label(source))
+    return SuiteExperiment(label, _source(source, base_dir), common + _overrides(entry.get("overrides"), where))
+
+
+def _sweep_experiments(raw: Any, common: list[str], base_dir: Path, path: Path) -> tuple[list[SuiteExperiment], str]:
+    where = f"{path}: sweep"
+    if not isinstance(raw, dict) or "run" not in raw or "parameter" not in raw or "values" not in raw:
+        raise ConfigError(f"{where} needs run: (zoo name or config), parameter: (a dotted key such as "
+                          f"train.batch_size) and values: (a list).")
+    values = raw["values"]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: values must be a non-empty list.")
+    source, parameter = str(raw["run"]), str(raw["parameter"])
+    base = common + _overrides(raw.get("overrides"), where)
+    base_label = str(raw.get("label") or _label(source))
+    return [SuiteExperiment(f"{base_label} {parameter}={value}", _source(source, base_dir),
+                            base + [f"{parameter}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"],
+                            value) for value in values], parameter
+
+
+def _overrides(raw: Any, where: str) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for key, value in raw.items()]
+    if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+        return list(raw)
+    raise ConfigError(f"{where}: overrides must be a mapping (train.epochs: 3) or a list of key=value strings.")
+
+
+def _source(source: str, base_dir: Path) -> str:
+    if source.endswith((".yaml", ".yml")):
+        candidate = base_dir / source
+        return str(candidate if candidate.exists() else Path(source))
+    return source
+
+
+def _same_config(run_dir: Path, config: ExperimentConfig) -> bool:
+    try:
+        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return saved == config.to_dict()
+
+
+def _label(source: str) -> str:
+    return Path(source).stem if source.endswith((".yaml", ".yml")) else source
+
+
+def _slug(text: str) -> str:
+    import re
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")[:80] or "run"
+
+
+def _say(enabled: bool, text: str) -> None:
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
