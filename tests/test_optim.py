@@ -52,3 +52,9 @@ def test_l2_penalty_is_keras_sum_of_squares():
     kernels = kernel_weights(model)
     assert len(kernels) == 1
     assert float(l2_penalty(kernels, 1e-4).detach()) == pytest.approx(1e-4 * 4 * 4)
+
+
+def test_l2_can_cover_conv_kernels_only():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2, 2))
+    assert [w.shape for w in kernel_weights(model, "conv")] == [model[0].weight.shape]
+    assert len(kernel_weights(model, "all")) == 2

@@ -114,8 +114,9 @@ def _explain(error: ValidationError) -> str:
             messages.append(f'unknown key "{field}".{did_you_mean(location[-1], choices)} '
                             f"Valid keys here: {', '.join(choices)}")
         else:
+            message = item["msg"].removeprefix("Value error, ")
             shown = "" if isinstance(item.get("input"), dict) else f" (got {item.get('input')!r})"
-            messages.append(f"{field}: {item['msg'].removeprefix('Value error, ')}{shown}")
+            messages.append(f"{field}: {message}{shown}" if location else message)
     return "Invalid augment settings: " + "; ".join(messages) + "."
 
 
@@ -184,7 +185,7 @@ def _plan(config: AugmentConfig) -> AugmentPlan:
                               random_vertical_flip=config.random_vertical_flip),
         rotation_deg=_one_of((0.0, 0.0), rotation_range=_around(config.rotation_range, 0.0, "rotation_range"),
                              random_rotation=_around(config.random_rotation, 0.0, "random_rotation"),
-                             **{"random_affine.degrees": _around(affine.degrees, 0.0, "random_affine.degrees")}),
+                             **{"random_affine.degrees": _counter_clockwise(affine.degrees)}),
         shift_fraction=_one_of((0.0, 0.0), width_or_height_shift_range=keras_shift,
                                **{"random_affine.translate": _fractions(affine.translate)}),
         zoom=zoom, scale=scale,
@@ -225,6 +226,12 @@ def _around(value: Range, centre: float, name: str, floor: float | None = None) 
     return low, high
 
 
+def _counter_clockwise(degrees: Range) -> Pair:
+    """torchvision's `affine` turns clockwise for positive angles, its `rotate` counter-clockwise."""
+    low, high = _around(degrees, 0.0, "random_affine.degrees")
+    return -high, -low
+
+
 def _positive(pair: Optional[Pair], name: str) -> Pair:
     if pair is None:
         return 1.0, 1.0
@@ -235,3 +242,240 @@ def _fractions(pair: Optional[Pair]) -> Pair:
     if pair is not None and not all(0 <= value <= 1 for value in pair):
         raise ValueError(f"random_affine.translate must be fractions in [0, 1] (got {list(pair)})")
     return (0.0, 0.0) if pair is None else (float(pair[0]), float(pair[1]))
+
+
+# --------------------------------------------------------------------------- the batched augmenter
+
+class Augmenter:
+    """Augments normalised float batches (N, C, H, W) on their device; same shape, dtype and device out.
+
+    Colour jitter and constant fill act on pixel values: `normalization` says how pixels were
+    normalised (None: images already hold pixel values in [0, 1]). Cutout fills with 0 in the
+    normalised space (the dataset mean under z-score), as the cutout paper does."""
+
+    def __init__(self, plan: AugmentPlan, image_shape: tuple[int, int, int], device: torch.device | str,
+                 seed: int, normalization: Normalization | None = None):
+        self.plan = plan
+        self.channels, self.height, self.width = image_shape
+        self.device = torch.device(device)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        shape = (1, self.channels, 1, 1)
+        if normalization is None:
+            mean, std, scale = [0.0] * self.channels, [1.0] * self.channels, 1 / 255
+        else:
+            mean, std, scale = normalization.mean, normalization.std, normalization.scale
+        std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
+        # normalised = pixel_in_0_1 * pixel_multiplier + black
+        self.black = -torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape) / std_tensor
+        self.pixel_multiplier = 255 * scale / std_tensor
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        original = images
+        if self.plan.has_colour:
+            images = self.jitter_colour(images)
+        if self.plan.has_affine:
+            images = apply_affine(images, self.sample_matrices(images.shape[0]).to(images.dtype),
+                                  self.plan.fill_mode, self.black.to(images.dtype))
+        elif self.plan.has_flip:
+            images = self.flip(images)
+        if self.plan.crop_padding:
+            images = self.pad_and_crop(images)
+        if self.plan.cutout_size:
+            images = self.cut_out(images)
+        if original.is_contiguous(memory_format=torch.channels_last) and not original.is_contiguous():
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def uniform(self, bounds: Pair, count: int, columns: int | None = None) -> torch.Tensor:
+        """``count`` (or count x columns) values uniform in ``bounds``, from this augmenter's generator."""
+        shape = (count,) if columns is None else (count, columns)
+        unit = torch.rand(shape, generator=self.generator, device=self.device)
+        return bounds[0] + (bounds[1] - bounds[0]) * unit
+
+    def flip_signs(self, probability: float, count: int) -> torch.Tensor:
+        """-1 where an image is flipped (with ``probability``), +1 elsewhere."""
+        flipped = torch.rand(count, generator=self.generator, device=self.device) < probability
+        return 1.0 - 2.0 * flipped.float()
+
+    def sample_matrices(self, count: int) -> torch.Tensor:
+        """One random output-to-input matrix per image (see `compose_matrices`), flips included."""
+        plan = self.plan
+        flip_x, flip_y = self.flip_signs(plan.horizontal_flip, count), self.flip_signs(plan.vertical_flip, count)
+        scale = self.uniform(plan.scale, count)
+        zoom = self.uniform(plan.zoom, count, 2)  # Keras draws the two axes independently
+        shift = (self.uniform((-1.0, 1.0), count, 2)
+                 * torch.tensor(plan.shift_fraction, device=self.device)
+                 * torch.tensor([self.width, self.height], dtype=torch.float32, device=self.device))
+        return compose_matrices(angle_deg=self.uniform(plan.rotation_deg, count),
+                                shear_deg=self.uniform(plan.shear_deg, count),
+                                scale_x=flip_x * scale / zoom[:, 0], scale_y=flip_y * scale / zoom[:, 1],
+                                shift_x=shift[:, 0], shift_y=shift[:, 1])
+
+    def flip(self, images: torch.Tensor) -> torch.Tensor:
+        """Flips alone need no resampling: a per-image choice between the image and its mirror."""
+        count = images.shape[0]
+        if self.plan.horizontal_flip > 0:
+            chosen = self.flip_signs(self.plan.horizontal_flip, count).view(-1, 1, 1, 1) < 0
+            images = torch.where(chosen, images.flip(3), images)
+        if self.plan.vertical_flip > 0:
+            chosen = self.flip_signs(self.plan.vertical_flip, count).view(-1, 1, 1, 1) < 0
+            images = torch.where(chosen, images.flip(2), images)
+        return images
+
+    def pad_and_crop(self, images: torch.Tensor) -> torch.Tensor:
+        """torchvision RandomCrop(size, padding): integer shifts up to ``padding`` pixels, per image."""
+        count, channels, height, width = images.shape
+        padding = self.plan.crop_padding
+        black = self.black.to(images.dtype)
+        if self.plan.crop_padding_mode == "constant":
+            padded = F.pad(images - black, (padding,) * 4) + black
+        else:
+            padded = F.pad(images, (padding,) * 4, mode={"reflect": "reflect", "edge": "replicate"}[
+                self.plan.crop_padding_mode])
+        offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=self.generator, device=self.device)
+        rows = (offsets[:, 0:1] + torch.arange(height, device=self.device)).view(count, 1, height, 1)
+        columns = (offsets[:, 1:2] + torch.arange(width, device=self.device)).view(count, 1, 1, width)
+        padded = padded.gather(2, rows.expand(count, channels, height, padded.shape[3]))
+        return padded.gather(3, columns.expand(count, channels, height, width))
+
+    def jitter_colour(self, images: torch.Tensor) -> torch.Tensor:
+        """torchvision ColorJitter in a fixed order (brightness, contrast, saturation), clamped to [0, 1] pixels."""
+        count = images.shape[0]
+        multiplier, black = self.pixel_multiplier.to(images.dtype), self.black.to(images.dtype)
+        pixels = (images - black) / multiplier
+        factor = self.uniform(self.plan.brightness, count).view(-1, 1, 1, 1).to(images.dtype)
+        pixels = (pixels * factor).clamp(0, 1)
+        factor = self.uniform(self.plan.contrast, count).view(-1, 1, 1, 1).to(images.dtype)
+        mean = _grey(pixels).mean(dim=(1, 2, 3), keepdim=True)
+        pixels = (factor * pixels + (1 - factor) * mean).clamp(0, 1)
+        factor = self.uniform(self.plan.saturation, count).view(-1, 1, 1, 1).to(images.dtype)
+        pixels = (factor * pixels + (1 - factor) * _grey(pixels)).clamp(0, 1)
+        return pixels * multiplier + black
+
+    def cut_out(self, images: torch.Tensor) -> torch.Tensor:
+        """Zero ``cutout_count`` squares per image, centred anywhere (so possibly cut by the border)."""
+        count, _, height, width = images.shape
+        size, squares = self.plan.cutout_size, self.plan.cutout_count
+        centres = torch.rand((count, squares, 2), generator=self.generator, device=self.device)
+        top = (centres[..., 0] * height).long() - size // 2
+        left = (centres[..., 1] * width).long() - size // 2
+        rows = torch.arange(height, device=self.device).view(1, 1, height)
+        columns = torch.arange(width, device=self.device).view(1, 1, width)
+        inside_rows = (rows >= top[..., None]) & (rows < top[..., None] + size)
+        inside_columns = (columns >= left[..., None]) & (columns < left[..., None] + size)
+        mask = (inside_rows[..., :, None] & inside_columns[..., None, :]).any(dim=1)
+        return images.masked_fill(mask[:, None], 0.0)
+
+
+def _grey(pixels: torch.Tensor) -> torch.Tensor:
+    if pixels.shape[1] != 3:
+        return pixels.mean(dim=1, keepdim=True)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels * weights).sum(dim=1, keepdim=True)
+
+
+def build_augmenter(config: AugmentConfig, image_shape: tuple[int, int, int], device: torch.device | str,
+                    seed: int, normalization: Normalization | None = None) -> Augmenter | None:
+    """The augmenter for ``config``, or None when training batches are left as they are."""
+    plan = config.plan()
+    if plan.crop_size is not None and (plan.crop_size, plan.crop_size) != tuple(image_shape[1:]):
+        raise ConfigError(f"augment.random_crop.size is {plan.crop_size} but the images are "
+                          f"{image_shape[1]}x{image_shape[2]}: augmentation keeps the image size, so leave size out.")
+    return Augmenter(plan, image_shape, device, seed, normalization) if plan.trains else None
+
+
+# --------------------------------------------------------------------------- geometry
+
+def compose_matrices(angle_deg: torch.Tensor, shear_deg: torch.Tensor, scale_x: torch.Tensor,
+                     scale_y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
+    """Per-image (N, 2, 3) output-to-input maps for `apply_affine`.
+
+    The content is scaled per axis (a negative scale mirrors it), sheared along x, rotated
+    counter-clockwise by ``angle_deg`` about the centre and shifted by (shift_x, shift_y) pixels
+    (right, down): torchvision's `affine` conventions."""
+    angle, shear = torch.deg2rad(angle_deg), torch.deg2rad(shear_deg)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    # inverse of  shift . rotate . shear . scale,  i.e.  scale^-1 . shear^-1 . rotate^-1 . shift^-1
+    row_x = torch.stack([cos + tan * sin, -sin + tan * cos], dim=1) / scale_x[:, None]
+    row_y = torch.stack([sin, cos], dim=1) / scale_y[:, None]
+    linear = torch.stack([row_x, row_y], dim=1)
+    offset = -(linear @ torch.stack([shift_x, shift_y], dim=1)[..., None])
+    return torch.cat([linear, offset], dim=2)
+
+
+def apply_affine(images: torch.Tensor, matrices: torch.Tensor, fill_mode: str = "nearest",
+                 constant: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Resample every image through its own matrix in one batched `grid_sample` (bilinear).
+
+    ``matrices`` (N, 2, 3) map output pixel positions to input positions, both measured in
+    pixels from the image centre (x right, y down). Outside the image: ``fill_mode`` nearest
+    repeats the edge, reflect mirrors, constant gives ``constant`` (per channel or a number)."""
+    _, _, height, width = images.shape
+    # pixels-from-centre -> grid_sample's [-1, 1] coordinates (align_corners=False): divide by half the size
+    half = torch.tensor([width / 2, height / 2], dtype=matrices.dtype, device=matrices.device)
+    theta = torch.cat([matrices[..., :2] * half[None, None, :] / half[None, :, None],
+                       matrices[..., 2:] / half[None, :, None]], dim=2)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if fill_mode == "constant":
+        resampled = F.grid_sample(images - constant, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return resampled + constant
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode=PADDING_MODES[fill_mode], align_corners=False)
+
+
+# --------------------------------------------------------------------------- test time and reports
+
+def test_time_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
+    """none: [images]; flip: + the mirror; flip_shift: + both shifted 2 pixels up-left and down-right (reflected edges)."""
+    views = [images] if mode == "none" else [images, images.flip(3)]
+    if mode == "flip_shift":
+        height, width = images.shape[2:]
+        for view in list(views):
+            padded = F.pad(view, (2, 2, 2, 2), mode="reflect")
+            views += [padded[..., 4:, 4:], padded[..., :height, :width]]
+    if mode not in TEST_TIME_VIEWS:
+        raise ConfigError(f'augment.test_time "{mode}" is not one of {", ".join(TEST_TIME_VIEWS)}.')
+    return views
+
+
+test_time_views.__test__ = False  # not a pytest test, though its name starts with "test"
+
+
+@torch.no_grad()
+def predict_with_views(model: nn.Module, images: torch.Tensor, mode: str) -> torch.Tensor:
+    """Class probabilities (N, K): the mean softmax over the test-time views. The model is used as it
+    is, so put it in eval mode first."""
+    views = test_time_views(images, mode)
+    return sum(torch.softmax(model(view).float(), dim=1) for view in views) / len(views)
+
+
+def describe(config: AugmentConfig | AugmentPlan) -> list[str]:
+    """Human-readable lines for reports, the same whichever vocabulary the config used."""
+    plan = config.plan() if isinstance(config, AugmentConfig) else config
+    lines = [f"{name} flip (p={p:g})" for name, p in (("horizontal", plan.horizontal_flip),
+                                                      ("vertical", plan.vertical_flip)) if p > 0]
+    lines += [f"{name} {_range_text(bounds, unit)}" for name, bounds, neutral, unit in (
+        ("rotation", plan.rotation_deg, 0.0, "°"), ("shear", plan.shear_deg, 0.0, "°"),
+        ("scale", plan.scale, 1.0, ""), ("zoom per axis (Keras)", plan.zoom, 1.0, "")) if bounds != (neutral, neutral)]
+    if plan.shift_fraction != (0.0, 0.0):
+        lines.append(f"shift up to {plan.shift_fraction[0]:.0%} of the width, {plan.shift_fraction[1]:.0%} of the height")
+    if plan.has_affine:
+        lines.append(f"fill outside the image: {plan.fill_mode}")
+    if plan.crop_padding:
+        lines.append(f"pad {plan.crop_padding} pixels ({plan.crop_padding_mode}) and crop back at a random place")
+    lines += [f"{name} {_range_text(bounds, '')}" for name, bounds in (
+        ("brightness", plan.brightness), ("contrast", plan.contrast), ("saturation", plan.saturation))
+        if bounds != (1.0, 1.0)]
+    if plan.cutout_size:
+        lines.append(f"cutout: {plan.cutout_count} square(s) of {plan.cutout_size}x{plan.cutout_size} pixels")
+    if plan.test_time != "none":
+        lines.append(f"test-time views: {plan.test_time} ({TEST_TIME_VIEWS[plan.test_time]} views averaged)")
+    return lines
+
+
+def _range_text(bounds: Pair, unit: str) -> str:
+    low, high = bounds
+    centre = 0.0 if unit == "°" else 1.0
+    if math.isclose(centre - low, high - centre) and unit == "°":
+        return f"±{high:g}{unit}"
+    return f"{low:g}–{high:g}{unit}"

@@ -155,7 +155,7 @@ def command_models(args: argparse.Namespace) -> int:
     for entry in zoo.list_entries():
         params = "-"
         if entry.available:
-            shape = INPUT_SHAPES.get(entry.dataset)
+            shape = zoo.DATASET_INPUT_SHAPES.get(entry.dataset)
             if shape:
                 params = f"{sum(count_parameters(create_model(entry.name, shape, 10).module)):,}"
         else:
@@ -168,8 +168,6 @@ def command_models(args: argparse.Namespace) -> int:
 
 
 HEADER = ("name", "dataset", "params", "description", "source")
-INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "cifar10-jpeg": (3, 32, 32)}
 
 
 def command_explore(args: argparse.Namespace) -> int:

@@ -53,7 +53,8 @@ class OptimizerSection(Strict):
     momentum: float = Field(default=0.0, ge=0, lt=1)
     nesterov: bool = False
     weight_decay: float = Field(default=0.0, ge=0, description="decoupled (AdamW) or coupled (SGD/Adam) decay")
-    l2: float = Field(default=0.0, ge=0, description="Keras-style L2 penalty on conv/dense kernels, added to the loss")
+    l2: float = Field(default=0.0, ge=0, description="Keras-style L2 penalty on kernels, added to the loss")
+    l2_layers: Literal["all", "conv", "dense"] = Field(default="all", description="which kernels the L2 penalty covers")
     betas: tuple[float, float] = (0.9, 0.999)
 
     @field_validator("name", mode="before")

@@ -28,9 +28,11 @@ def make_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.
     return optimizer
 
 
-def kernel_weights(model: nn.Module) -> list[torch.Tensor]:
-    """The conv and dense kernels a Keras ``kernel_regularizer=l2(...)`` would penalise."""
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad]
+def kernel_weights(model: nn.Module, layers: str = "all") -> list[torch.Tensor]:
+    """The kernels a Keras ``kernel_regularizer=l2(...)`` would penalise: conv and dense ("all"),
+    or only "conv" or only "dense" ones (report 003 regularised its convolutions only)."""
+    kinds = {"all": (nn.Conv2d, nn.Linear), "conv": (nn.Conv2d,), "dense": (nn.Linear,)}[layers]
+    return [m.weight for m in model.modules() if isinstance(m, kinds) and m.weight.requires_grad]
 
 
 def l2_penalty(kernels: list[torch.Tensor], strength: float) -> torch.Tensor | float:

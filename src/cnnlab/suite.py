@@ -53,16 +53,22 @@ def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
         raise ConfigError(f'Suite file {path}: unknown key "{key}".{did_you_mean(key, SUITE_KEYS)} '
                           f"Valid keys: {', '.join(sorted(SUITE_KEYS))}.")
     name = str(raw.get("name") or path.stem)
-    common = _overrides(raw.get("defaults"), f"{path}: defaults") + list(extra_overrides or [])
+    common = _overrides(raw.get("defaults"), f"{path}: defaults")
     base_dir = path.parent
+    parameter = None
     if "sweep" in raw:
         experiments, parameter = _sweep_experiments(raw["sweep"], common, base_dir, path)
-        return Suite(name, str(raw.get("description", "")), experiments, parameter)
-    entries = raw.get("experiments")
+    else:
+        experiments = _experiment_list(raw.get("experiments"), common, base_dir, path)
+    for experiment in experiments:
+        experiment.overrides += list(extra_overrides or [])
+    return Suite(name, str(raw.get("description", "")), experiments, parameter)
+
+
+def _experiment_list(entries: Any, common: list[str], base_dir: Path, path: Path) -> list[SuiteExperiment]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"Suite file {path} needs a non-empty experiments: list (or a sweep: section).")
-    experiments = [_experiment(entry, index, common, base_dir, path) for index, entry in enumerate(entries, 1)]
-    return Suite(name, str(raw.get("description", "")), experiments)
+    return [_experiment(entry, index, common, base_dir, path) for index, entry in enumerate(entries, 1)]
 
 
 def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True) -> dict[str, Path]:

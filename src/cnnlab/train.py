@@ -42,7 +42,7 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
     optimizer = make_optimizer(model, config.optimizer)
     lr_factor = lr_factor_function(config.schedule, config.optimizer.lr, settings.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    kernels = kernel_weights(model) if config.optimizer.l2 > 0 else []
+    kernels = kernel_weights(model, config.optimizer.l2_layers) if config.optimizer.l2 > 0 else []
     generator = torch.Generator(device=data.device).manual_seed(settings.seed)
     steps_per_epoch = max(1, math.ceil(len(train_indices) / settings.batch_size))
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None

@@ -11,7 +11,7 @@ from typing import Any, Callable, Union
 from cnnlab.errors import ConfigError, did_you_mean
 
 # Input shape (channels, height, width) of each dataset a zoo entry can name.
-DATASET_INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "cifar10": (3, 32, 32),
+DATASET_INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
                         "cifar10-jpeg": (3, 32, 32)}
 RECIPE_KEYS = ("dataset", "train", "optimizer", "schedule", "augment")
 PRETRAINED_REASON = "needs pretrained ImageNet weights: comes with the transfer-learning feature (not yet available)"

@@ -11,8 +11,8 @@ from cnnlab.models.registry import PRETRAINED_REASON, ZooEntry, make_recipe, reg
 
 KERAS_SOURCE = "report 000, Keras part"
 TORCH_SOURCE = "report 000, PyTorch part"
-ASSUMED = "20 epochs, batch 32; optimizer not stated, Keras defaults assumed (Adam lr 1e-3, ReLU after each Conv2D)"
-TORCH_ASSUMED = "20 epochs, batch 32; optimizer not stated, Adam lr 1e-3 assumed; no ReLU where the report lists none"
+ASSUMED = "batch 32; optimizer not stated, Keras defaults assumed (Adam lr 1e-3, ReLU after each Conv2D)"
+TORCH_ASSUMED = "batch 32; optimizer not stated, Adam lr 1e-3 assumed; no ReLU where the report lists none"
 SHIFT_FLIP = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}
 PRAISYNET_AUGMENT = {"random_affine": {"degrees": 0, "scale": [0.2, 1.2], "shear": 10},
                      "horizontal_flip": True, "rotation_range": 10}
