@@ -7,9 +7,8 @@ colour jitter and cutout are per-image factors and masks broadcast over the batc
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +18,13 @@ from torch import nn
 from cnnlab.batches import Normalization
 from cnnlab.errors import ConfigError, did_you_mean
 
-Range = Union[float, tuple[float, float]]
+Range = Union[float, tuple[float, float]]  # a number v means (centre - v, centre + v), as both libraries read it
 Pair = tuple[float, float]
-PADDING_MODES = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}
+Fraction = Annotated[float, Field(ge=0, le=1)]
+PADDING_MODES = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}  # fill_mode -> grid_sample
+CROP_PADDING_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}  # -> F.pad
 TEST_TIME_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
+CLOSEST_SUPPORTED = {"random_erasing": ' Not supported; "cutout" erases squares of a fixed size.'}
 
 
 # --------------------------------------------------------------------------- config (user words)
@@ -39,8 +41,8 @@ class RandomCrop(Section):
 
 class RandomAffine(Section):
     degrees: Range = 0.0
-    translate: Optional[Pair] = Field(default=None, description="max |shift| as fractions of (width, height)")
-    scale: Optional[Pair] = None
+    translate: tuple[Fraction, Fraction] = Field(default=(0.0, 0.0), description="max |shift| / (width, height)")
+    scale: Pair = (1.0, 1.0)
     shear: Range = 0.0
 
 
@@ -111,8 +113,8 @@ def _explain(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             section = AugmentConfig if len(location) == 1 else _NESTED.get(location[0], AugmentConfig)
             choices = list(section.model_fields)
-            messages.append(f'unknown key "{field}".{did_you_mean(location[-1], choices)} '
-                            f"Valid keys here: {', '.join(choices)}")
+            hint = CLOSEST_SUPPORTED.get(location[-1]) or did_you_mean(location[-1], choices)
+            messages.append(f'unknown key "{field}".{hint} Valid keys here: {", ".join(choices)}')
         else:
             message = item["msg"].removeprefix("Value error, ")
             shown = "" if isinstance(item.get("input"), dict) else f" (got {item.get('input')!r})"
@@ -171,11 +173,10 @@ def _plan(config: AugmentConfig) -> AugmentPlan:
     jitter = config.color_jitter or ColorJitter()
     if jitter.hue:
         raise ValueError("color_jitter.hue is not supported (it needs an HSV round trip per pixel); remove it or set 0")
-    keras_shift = (config.width_shift_range, config.height_shift_range)
-    torch_geometry = bool(config.random_rotation or config.random_affine)
     crop = config.random_crop
     zoom = _around(config.zoom_range, 1.0, "zoom_range")
-    scale = _positive(affine.scale, "random_affine.scale")
+    scale = _around(affine.scale, 1.0, "random_affine.scale")
+    low, high = _around(affine.degrees, 0.0, "random_affine.degrees")  # torchvision's affine turns clockwise
     if zoom != (1.0, 1.0) and scale != (1.0, 1.0):
         raise ValueError("zoom_range (Keras, per axis) and random_affine.scale (torchvision) both set; give only one")
     return AugmentPlan(
@@ -185,13 +186,15 @@ def _plan(config: AugmentConfig) -> AugmentPlan:
                               random_vertical_flip=config.random_vertical_flip),
         rotation_deg=_one_of((0.0, 0.0), rotation_range=_around(config.rotation_range, 0.0, "rotation_range"),
                              random_rotation=_around(config.random_rotation, 0.0, "random_rotation"),
-                             **{"random_affine.degrees": _counter_clockwise(affine.degrees)}),
-        shift_fraction=_one_of((0.0, 0.0), width_or_height_shift_range=keras_shift,
-                               **{"random_affine.translate": _fractions(affine.translate)}),
+                             **{"random_affine.degrees": (-high, -low)}),
+        shift_fraction=_one_of((0.0, 0.0), width_or_height_shift_range=(config.width_shift_range,
+                                                                         config.height_shift_range),
+                               **{"random_affine.translate": tuple(affine.translate)}),
         zoom=zoom, scale=scale,
         shear_deg=_one_of((0.0, 0.0), shear_range=_around(config.shear_range, 0.0, "shear_range"),
                           **{"random_affine.shear": _around(affine.shear, 0.0, "random_affine.shear")}),
-        fill_mode=config.fill_mode or ("constant" if torch_geometry else "nearest"),
+        # torchvision fills with 0 (black), Keras repeats the edge
+        fill_mode=config.fill_mode or ("constant" if config.random_rotation or config.random_affine else "nearest"),
         crop_padding=crop.padding if crop else 0, crop_size=crop.size if crop else None,
         crop_padding_mode=crop.padding_mode if crop else "constant",
         brightness=_around(jitter.brightness, 1.0, "color_jitter.brightness", floor=0.0),
@@ -211,7 +214,7 @@ def _one_of(neutral, **sources):
 
 
 def _around(value: Range, centre: float, name: str, floor: float | None = None) -> Pair:
-    """A number v means (centre - v, centre + v), as Keras and torchvision read it; a pair is kept."""
+    """A number v means (centre - v, centre + v), cut at ``floor``; a pair is kept."""
     if isinstance(value, tuple):
         low, high = float(value[0]), float(value[1])
     else:
@@ -224,24 +227,6 @@ def _around(value: Range, centre: float, name: str, floor: float | None = None) 
     if centre == 1.0 and floor is None and low <= 0:
         raise ValueError(f"{name} must keep factors above 0 (got [{low}, {high}]); use a value below 1")
     return low, high
-
-
-def _counter_clockwise(degrees: Range) -> Pair:
-    """torchvision's `affine` turns clockwise for positive angles, its `rotate` counter-clockwise."""
-    low, high = _around(degrees, 0.0, "random_affine.degrees")
-    return -high, -low
-
-
-def _positive(pair: Optional[Pair], name: str) -> Pair:
-    if pair is None:
-        return 1.0, 1.0
-    return _around((pair[0], pair[1]), 1.0, name)
-
-
-def _fractions(pair: Optional[Pair]) -> Pair:
-    if pair is not None and not all(0 <= value <= 1 for value in pair):
-        raise ValueError(f"random_affine.translate must be fractions in [0, 1] (got {list(pair)})")
-    return (0.0, 0.0) if pair is None else (float(pair[0]), float(pair[1]))
 
 
 # --------------------------------------------------------------------------- the batched augmenter
@@ -259,18 +244,17 @@ class Augmenter:
         self.channels, self.height, self.width = image_shape
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        shape = (1, self.channels, 1, 1)
-        if normalization is None:
-            mean, std, scale = [0.0] * self.channels, [1.0] * self.channels, 1 / 255
-        else:
-            mean, std, scale = normalization.mean, normalization.std, normalization.scale
-        std_tensor = torch.tensor(std, dtype=torch.float32, device=self.device).view(shape)
-        # normalised = pixel_in_0_1 * pixel_multiplier + black
-        self.black = -torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape) / std_tensor
-        self.pixel_multiplier = 255 * scale / std_tensor
+        normalization = normalization or Normalization("scale", [0.0] * self.channels, [1.0] * self.channels, 1 / 255)
+        mean, std = (torch.tensor(values, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+                     for values in (normalization.mean, normalization.std))
+        # normalised = pixel (0..1) * pixel_multiplier + black
+        self.black, self.pixel_multiplier = -mean / std, 255 * normalization.scale / std
+        fraction_x, fraction_y = plan.shift_fraction
+        self.shift_limit_px = torch.tensor([fraction_x * self.width, fraction_y * self.height], device=self.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """A new batch; each image drawn its own parameters, and image i stays at row i."""
         original = images
         if self.plan.has_colour:
             images = self.jitter_colour(images)
@@ -304,9 +288,7 @@ class Augmenter:
         flip_x, flip_y = self.flip_signs(plan.horizontal_flip, count), self.flip_signs(plan.vertical_flip, count)
         scale = self.uniform(plan.scale, count)
         zoom = self.uniform(plan.zoom, count, 2)  # Keras draws the two axes independently
-        shift = (self.uniform((-1.0, 1.0), count, 2)
-                 * torch.tensor(plan.shift_fraction, device=self.device)
-                 * torch.tensor([self.width, self.height], dtype=torch.float32, device=self.device))
+        shift = self.uniform((-1.0, 1.0), count, 2) * self.shift_limit_px
         return compose_matrices(angle_deg=self.uniform(plan.rotation_deg, count),
                                 shear_deg=self.uniform(plan.shear_deg, count),
                                 scale_x=flip_x * scale / zoom[:, 0], scale_y=flip_y * scale / zoom[:, 1],
@@ -314,30 +296,23 @@ class Augmenter:
 
     def flip(self, images: torch.Tensor) -> torch.Tensor:
         """Flips alone need no resampling: a per-image choice between the image and its mirror."""
-        count = images.shape[0]
-        if self.plan.horizontal_flip > 0:
-            chosen = self.flip_signs(self.plan.horizontal_flip, count).view(-1, 1, 1, 1) < 0
-            images = torch.where(chosen, images.flip(3), images)
-        if self.plan.vertical_flip > 0:
-            chosen = self.flip_signs(self.plan.vertical_flip, count).view(-1, 1, 1, 1) < 0
-            images = torch.where(chosen, images.flip(2), images)
+        for probability, axis in ((self.plan.horizontal_flip, 3), (self.plan.vertical_flip, 2)):
+            if probability > 0:
+                chosen = self.flip_signs(probability, images.shape[0]).view(-1, 1, 1, 1) < 0
+                images = torch.where(chosen, images.flip(axis), images)
         return images
 
     def pad_and_crop(self, images: torch.Tensor) -> torch.Tensor:
         """torchvision RandomCrop(size, padding): integer shifts up to ``padding`` pixels, per image."""
         count, channels, height, width = images.shape
         padding = self.plan.crop_padding
-        black = self.black.to(images.dtype)
-        if self.plan.crop_padding_mode == "constant":
-            padded = F.pad(images - black, (padding,) * 4) + black
-        else:
-            padded = F.pad(images, (padding,) * 4, mode={"reflect": "reflect", "edge": "replicate"}[
-                self.plan.crop_padding_mode])
+        black, mode = self.black.to(images.dtype), CROP_PADDING_MODES[self.plan.crop_padding_mode]
+        padded = F.pad(images - black, (padding,) * 4, mode=mode) + black  # constant padding gives black
         offsets = torch.randint(0, 2 * padding + 1, (count, 2), generator=self.generator, device=self.device)
-        rows = (offsets[:, 0:1] + torch.arange(height, device=self.device)).view(count, 1, height, 1)
-        columns = (offsets[:, 1:2] + torch.arange(width, device=self.device)).view(count, 1, 1, width)
-        padded = padded.gather(2, rows.expand(count, channels, height, padded.shape[3]))
-        return padded.gather(3, columns.expand(count, channels, height, width))
+        rows = offsets[:, 0:1] + torch.arange(height, device=self.device)
+        columns = offsets[:, 1:2] + torch.arange(width, device=self.device)
+        flat = (rows[:, :, None] * padded.shape[3] + columns[:, None, :]).view(count, 1, height * width)
+        return padded.flatten(2).gather(2, flat.expand(count, channels, -1)).view(count, channels, height, width)
 
     def jitter_colour(self, images: torch.Tensor) -> torch.Tensor:
         """torchvision ColorJitter in a fixed order (brightness, contrast, saturation), clamped to [0, 1] pixels."""
@@ -358,8 +333,7 @@ class Augmenter:
         count, _, height, width = images.shape
         size, squares = self.plan.cutout_size, self.plan.cutout_count
         centres = torch.rand((count, squares, 2), generator=self.generator, device=self.device)
-        top = (centres[..., 0] * height).long() - size // 2
-        left = (centres[..., 1] * width).long() - size // 2
+        top, left = ((centres * torch.tensor([height, width], device=self.device)).long() - size // 2).unbind(2)
         rows = torch.arange(height, device=self.device).view(1, 1, height)
         columns = torch.arange(width, device=self.device).view(1, 1, width)
         inside_rows = (rows >= top[..., None]) & (rows < top[..., None] + size)
@@ -393,7 +367,7 @@ def compose_matrices(angle_deg: torch.Tensor, shear_deg: torch.Tensor, scale_x: 
 
     The content is scaled per axis (a negative scale mirrors it), sheared along x, rotated
     counter-clockwise by ``angle_deg`` about the centre and shifted by (shift_x, shift_y) pixels
-    (right, down): torchvision's `affine` conventions."""
+    (right, down). Shear and shift follow torchvision's `affine`, the direction of turn its `rotate`."""
     angle, shear = torch.deg2rad(angle_deg), torch.deg2rad(shear_deg)
     cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
     # inverse of  shift . rotate . shear . scale,  i.e.  scale^-1 . shear^-1 . rotate^-1 . shift^-1
@@ -427,14 +401,14 @@ def apply_affine(images: torch.Tensor, matrices: torch.Tensor, fill_mode: str = 
 
 def test_time_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
     """none: [images]; flip: + the mirror; flip_shift: + both shifted 2 pixels up-left and down-right (reflected edges)."""
+    if mode not in TEST_TIME_VIEWS:
+        raise ConfigError(f'augment.test_time "{mode}" is not one of {", ".join(TEST_TIME_VIEWS)}.')
     views = [images] if mode == "none" else [images, images.flip(3)]
     if mode == "flip_shift":
         height, width = images.shape[2:]
         for view in list(views):
             padded = F.pad(view, (2, 2, 2, 2), mode="reflect")
             views += [padded[..., 4:, 4:], padded[..., :height, :width]]
-    if mode not in TEST_TIME_VIEWS:
-        raise ConfigError(f'augment.test_time "{mode}" is not one of {", ".join(TEST_TIME_VIEWS)}.')
     return views
 
 
@@ -454,28 +428,21 @@ def describe(config: AugmentConfig | AugmentPlan) -> list[str]:
     plan = config.plan() if isinstance(config, AugmentConfig) else config
     lines = [f"{name} flip (p={p:g})" for name, p in (("horizontal", plan.horizontal_flip),
                                                       ("vertical", plan.vertical_flip)) if p > 0]
-    lines += [f"{name} {_range_text(bounds, unit)}" for name, bounds, neutral, unit in (
-        ("rotation", plan.rotation_deg, 0.0, "°"), ("shear", plan.shear_deg, 0.0, "°"),
-        ("scale", plan.scale, 1.0, ""), ("zoom per axis (Keras)", plan.zoom, 1.0, "")) if bounds != (neutral, neutral)]
+    for name, (low, high), neutral in (("rotation", plan.rotation_deg, 0.0), ("shear", plan.shear_deg, 0.0),
+                                       ("scale", plan.scale, 1.0), ("zoom per axis (Keras)", plan.zoom, 1.0),
+                                       ("brightness", plan.brightness, 1.0), ("contrast", plan.contrast, 1.0),
+                                       ("saturation", plan.saturation, 1.0)):
+        unit = "°" if neutral == 0.0 else ""
+        if (low, high) != (neutral, neutral):
+            lines.append(f"{name} ±{high:g}{unit}" if low == -high else f"{name} {low:g}–{high:g}{unit}")
     if plan.shift_fraction != (0.0, 0.0):
         lines.append(f"shift up to {plan.shift_fraction[0]:.0%} of the width, {plan.shift_fraction[1]:.0%} of the height")
     if plan.has_affine:
         lines.append(f"fill outside the image: {plan.fill_mode}")
     if plan.crop_padding:
         lines.append(f"pad {plan.crop_padding} pixels ({plan.crop_padding_mode}) and crop back at a random place")
-    lines += [f"{name} {_range_text(bounds, '')}" for name, bounds in (
-        ("brightness", plan.brightness), ("contrast", plan.contrast), ("saturation", plan.saturation))
-        if bounds != (1.0, 1.0)]
     if plan.cutout_size:
         lines.append(f"cutout: {plan.cutout_count} square(s) of {plan.cutout_size}x{plan.cutout_size} pixels")
     if plan.test_time != "none":
         lines.append(f"test-time views: {plan.test_time} ({TEST_TIME_VIEWS[plan.test_time]} views averaged)")
     return lines
-
-
-def _range_text(bounds: Pair, unit: str) -> str:
-    low, high = bounds
-    centre = 0.0 if unit == "°" else 1.0
-    if math.isclose(centre - low, high - centre) and unit == "°":
-        return f"±{high:g}{unit}"
-    return f"{low:g}–{high:g}{unit}"

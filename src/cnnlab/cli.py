@@ -65,6 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--data-dir", type=Path)
     explore.add_argument("--per-class", type=int, default=10, help="images of each class in the grid (default 10)")
 
+    preview = commands.add_parser("augment-preview", help="write originals beside augmented versions for a config",
+                                  description="Apply CONFIG's augment: section to the first training images and write "
+                                              "augmentation.png (one row per image: original, then augmented versions).")
+    preview.add_argument("config", help="experiment YAML file or zoo name")
+    preview.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    preview.add_argument("--out", type=Path, default=Path("runs/augment-preview"), help="output folder")
+    preview.add_argument("--data-dir", type=Path)
+    preview.add_argument("--count", type=int, default=8, help="how many images (rows)")
+    preview.add_argument("--views", type=int, default=5, help="augmented versions per image")
+
     suite = commands.add_parser("suite", help="run a whole study: several experiments, then one comparison report",
                                 description="Run every experiment of SUITE.yaml in order (one run directory each, "
                                             "complete ones skipped), then write the comparison (and the sweep table "
@@ -185,6 +195,15 @@ def command_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_augment_preview(args: argparse.Namespace) -> int:
+    from cnnlab.augment_preview import write_preview
+    from cnnlab.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    print(write_preview(config, args.out, args.data_dir, max(1, args.count), max(1, args.views)))
+    return 0
+
+
 def command_suite(args: argparse.Namespace) -> int:
     from cnnlab.suite import load_suite, run_suite
 
@@ -210,7 +229,7 @@ def _paragraph(text: str) -> str:
 
 COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
             "summary": command_summary, "models": command_models, "explore": command_explore,
-            "suite": command_suite}
+            "suite": command_suite, "augment-preview": command_augment_preview}
 
 
 if __name__ == "__main__":

@@ -136,9 +136,16 @@ def load_config(source: str, overrides: list[str] | None = None) -> ExperimentCo
 def validate_config(raw: dict[str, Any], origin: str = "config") -> ExperimentConfig:
     """Validate a raw mapping; errors name the field, what is wrong and a close valid key."""
     try:
-        return ExperimentConfig.model_validate(raw)
+        config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_explain(error, origin)) from None
+    from cnnlab.augment import parse_augment
+
+    try:
+        parse_augment(config.augment)
+    except ConfigError as error:
+        raise ConfigError(f"Invalid config in {origin}: {error}") from None
+    return config
 
 
 def _read_source(source: str) -> tuple[dict[str, Any], str]:

@@ -42,6 +42,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
 
     Raises TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
     from cnnlab.analysis import Interpretation
+    from cnnlab.augment import build_augmenter, describe, parse_augment
     from cnnlab.data import load_dataset, split_validation
     from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
     from cnnlab.models import count_parameters, create_model, format_summary
@@ -78,8 +79,13 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     model = built.module.to(device)
     train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
     test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device)
+    augment_config = parse_augment(config.augment)
+    augmenter = build_augmenter(augment_config, dataset.input_shape, device, settings.seed, normalization)
     metrics.update(train_size=len(train_positions), validation_size=len(val_positions),
-                   normalization=normalization.to_dict())
+                   normalization=normalization.to_dict(), augmentation=describe(augment_config),
+                   test_time_augmentation=augment_config.test_time)
+    if augmenter is not None:
+        save_augmentation_examples(run_dir, train_data, augmenter, train_positions[:8])
     _log(show_progress, f"{dataset.name}: {len(train_positions)} train, {len(val_positions)} validation, "
                         f"{len(dataset.test_labels)} test images {dataset.input_shape}; model {metrics['model']} "
                         f"({metrics['params']:,} params) on {device}")
@@ -88,7 +94,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
         runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
 
     result = fit(model, train_data, _on(train_positions, device), _on(val_positions, device), config,
-                 on_epoch_end=save_history, show_progress=show_progress)
+                 on_epoch_end=save_history, augment=augmenter, show_progress=show_progress)
     save_history(result.history)
     metrics.update(epochs=len(result.history), train_time_s=result.train_time_s, best_epoch=result.best_epoch,
                    stop_reason=result.stop_reason)
@@ -98,7 +104,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
         write_report(run_dir, worst_n=config.analysis.worst_n)
         raise TrainingDiverged(f"{result.stop_reason} Run directory: {run_dir}")
 
-    probabilities = predict_probabilities(model, test_data, settings.eval_batch_size)
+    probabilities = predict_probabilities(model, test_data, settings.eval_batch_size, augment_config.test_time)
     interpretation = Interpretation.from_arrays(probabilities, dataset.test_labels, dataset.classes)
     save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images,
                      interpretation.example_indices(50))
@@ -109,6 +115,15 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     _log(show_progress, f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
                         f"training {metrics['train_time_s']:.1f}s")
     return run_dir
+
+
+def save_augmentation_examples(run_dir: Path, data: DeviceImages, augmenter, positions: np.ndarray,
+                               views: int = 4) -> None:
+    """Originals and ``views`` augmented versions of a few training images, as uint8, for the report."""
+    from cnnlab.augment_preview import augmented_versions
+
+    originals, augmented = augmented_versions(data, augmenter, positions, views)
+    runs.write_npz_atomic(run_dir / runs.AUGMENTATION_FILE, originals=originals, augmented=augmented)
 
 
 def save_weights(model: torch.nn.Module, path: Path) -> None:

@@ -94,7 +94,7 @@ def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
     Markdown and HTML paths. Sections whose files are absent are skipped with a note."""
     run = load_run(run_dir)
     figures = FigureWriter(run.run_dir)
-    blocks = _header(run) + _headline(run) + _curves(run, figures)
+    blocks = _header(run) + _headline(run) + _curves(run, figures) + _augmentation(run, figures)
     if run.interpretation is None:
         blocks.append(Callout(f"No {runs.PREDICTIONS_FILE}: the test-set sections are skipped."))
     else:
@@ -160,6 +160,28 @@ def _curves(run: RunFiles, figures: FigureWriter) -> list[Block]:
         return blocks + [Callout(f"No {runs.HISTORY_FILE}: no epoch finished.")]
     blocks.append(figures.add("history", plots.plot_history(run.history), "Loss and accuracy per epoch"))
     return blocks + [Paragraph(f"Diagnosis: {diagnose_curves(run.history)}")]
+
+
+def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
+    """What augmentation training used, and originals beside augmented versions when saved."""
+    lines = run.metrics.get("augmentation") or []
+    test_time = run.metrics.get("test_time_augmentation")
+    if not lines and test_time in (None, "none"):
+        return []
+    blocks: list[Block] = [Heading("Augmentation")]
+    if lines:
+        blocks += [Paragraph("Training images were augmented on the fly, each with its own random parameters:"),
+                   BulletList([str(line) for line in lines])]
+    if test_time not in (None, "none"):
+        blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views."))
+    path = run.run_dir / runs.AUGMENTATION_FILE
+    if path.exists():
+        from cnnlab.augment_preview import plot_augmentation
+
+        saved = runs.load_npz(path)
+        blocks.append(figures.add("augmentation", plot_augmentation(saved["originals"], saved["augmented"]),
+                                  "Each row: a training image, then augmented versions of it"))
+    return blocks
 
 
 def _per_class(interpretation: Interpretation, figures: FigureWriter) -> list[Block]:

@@ -2,8 +2,10 @@
 
 A loader is a small function decorated with `@register_dataset("name")` that reads
 the whole dataset and returns a `Dataset`; `load_dataset` looks the name up, calls the
-loader and applies the config's subsets. Names of the form ``prefix:argument`` (e.g.
-``imagefolder:PATH``) reach a loader registered with ``takes_argument=True``.
+loader and applies the config's subsets and image size. Names of the form
+``prefix:argument`` (e.g. ``imagefolder:PATH``) reach a loader registered with
+``takes_argument=True``; a loader registered with ``takes_config=True`` also gets the
+whole `DatasetConfig` (keyword ``config``) for options of its own.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cnnlab.data.images import DEFAULT_SIZE, MAX_KEPT_SIZE, HeightWidth, as_height_width, resize_images
 from cnnlab.errors import ConfigError, DataError, did_you_mean
 
 Loader = Callable[..., "Dataset"]
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -73,11 +77,30 @@ class DatasetConfig(BaseModel):
     normalize: Literal["scale", "zscore", "imagenet", "none"] = "scale"
     subset: int | None = Field(default=None, ge=1, description="use only the first N training images")
     test_subset: int | None = Field(default=None, ge=1, description="use only the first N test images")
+    image_size: int | tuple[int, int] | None = Field(
+        default=None,
+        description="resize every image to SIZE x SIZE or (HEIGHT, WIDTH); imagefolder by default keeps a "
+        f"common size up to {MAX_KEPT_SIZE}, else uses {DEFAULT_SIZE}",
+    )
+    test_fraction: float = Field(default=0.2, gt=0, lt=1, description="imagefolder without a test folder: share of each class held out for testing")
+    split_seed: int = Field(default=0, description="seed of that held-out test split")
 
     @model_validator(mode="before")
     @classmethod
     def _accept_bare_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("image_size")
+    @classmethod
+    def _check_image_size(cls, value: Any) -> Any:
+        if value is not None and not all(1 <= side <= MAX_IMAGE_SIZE for side in as_height_width(value)):
+            raise ValueError(f"image_size must be between 1 and {MAX_IMAGE_SIZE} pixels a side, e.g. 32 or [32, 48] (height, width)")
+        return value
+
+    @property
+    def image_height_width(self) -> HeightWidth | None:
+        """``image_size`` as (height, width), or None when not set."""
+        return as_height_width(self.image_size)
 
 
 @dataclass
@@ -90,6 +113,7 @@ class DatasetEntry:
     folder_aliases: tuple[str, ...] = ()
     system_dirs: tuple[Path, ...] = ()
     description: str = ""
+    takes_config: bool = False
 
 
 _REGISTRY: dict[str, DatasetEntry] = {}
@@ -99,19 +123,22 @@ def register_dataset(
     name: str,
     *,
     takes_argument: bool = False,
+    takes_config: bool = False,
     folder_aliases: tuple[str, ...] = (),
     system_dirs: tuple[Path | str, ...] = (),
     description: str = "",
 ) -> Callable[[Loader], Loader]:
     """Decorator: register ``loader(data_dir)`` (or ``loader(data_dir, argument)`` when
-    ``takes_argument``) under ``name``. ``folder_aliases`` are extra sub-folder names to
-    look for inside a data root; ``system_dirs`` are folders searched after the cache."""
+    ``takes_argument``; with ``takes_config`` also the keyword ``config=DatasetConfig``)
+    under ``name``. ``folder_aliases`` are extra sub-folder names to look for inside a
+    data root; ``system_dirs`` are folders searched after the cache."""
 
     def decorate(loader: Loader) -> Loader:
         _REGISTRY[name] = DatasetEntry(
             name=name,
             loader=loader,
             takes_argument=takes_argument,
+            takes_config=takes_config,
             folder_aliases=tuple(folder_aliases),
             system_dirs=tuple(Path(folder) for folder in system_dirs),
             description=description or _first_line(loader.__doc__),
@@ -151,15 +178,30 @@ def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> D
     """Load the dataset ``config`` names, reading files from ``data_dir`` first when given.
 
     Returns uint8 images (normalisation is the trainer's job, on the device: `cnnlab.batches`),
-    cut to the first ``subset`` train and ``test_subset`` test images when those are set.
+    cut to the first ``subset`` train and ``test_subset`` test images when those are set,
+    and resized to ``image_size`` when that is set.
     Raises ConfigError for an unknown name and DataError for missing or corrupt files.
     """
     if isinstance(config, str):
         config = DatasetConfig(name=config)
     entry, argument = find_entry(config.name)
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
-    dataset = entry.loader(data_dir, argument) if entry.takes_argument else entry.loader(data_dir)
-    return take_subsets(dataset, config.subset, config.test_subset)
+    arguments = (data_dir, argument) if entry.takes_argument else (data_dir,)
+    options = {"config": config} if entry.takes_config else {}
+    dataset = take_subsets(entry.loader(*arguments, **options), config.subset, config.test_subset)
+    return resize_dataset(dataset, config.image_height_width)
+
+
+def resize_dataset(dataset: Dataset, size: HeightWidth | None) -> Dataset:
+    """``dataset`` with every image resized to ``size`` (height, width); itself when
+    ``size`` is None or already the images' size."""
+    if size is None or dataset.train_images.shape[2:] == size:
+        return dataset
+    return dataclasses.replace(
+        dataset,
+        train_images=resize_images(dataset.train_images, size, f"{dataset.name}: resizing train images"),
+        test_images=resize_images(dataset.test_images, size, f"{dataset.name}: resizing test images"),
+    )
 
 
 def take_subsets(dataset: Dataset, subset: int | None, test_subset: int | None) -> Dataset:
@@ -203,6 +245,7 @@ __all__ = [
     "find_entry",
     "load_dataset",
     "register_dataset",
+    "resize_dataset",
     "split_validation",
     "take_subsets",
 ]

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Train every MNIST model of the lab reports (report 000/002, Keras and PyTorch parts) with the
+# report's recipe on this machine's CPU. The reports used 20 epochs; on 2 CPU cores the larger
+# models cost minutes per epoch, so EPOCHS below gives the epochs actually used per model.
+# Each run directory holds the measured figures; bench/reproduction_table.py turns them into the table.
+set -euo pipefail
+OUT=${1:-runs/reproduction}
+export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
+declare -A EPOCHS=(
+  [keras/mnist/model1]=20 [keras/mnist/model2]=2 [keras/mnist/model3]=2 [keras/mnist/model4]=3
+  [keras/mnist/model5]=1 [torch/mnist/model1]=20 [torch/mnist/model2]=2 [torch/mnist/model3]=3
+  [torch/mnist/model4]=3
+)
+for model in keras/mnist/model1 torch/mnist/model1 keras/mnist/model4 torch/mnist/model3 torch/mnist/model4 \
+             keras/mnist/model2 keras/mnist/model3 torch/mnist/model2 keras/mnist/model5; do
+  dir="$OUT/$(echo "$model" | tr / -)-${EPOCHS[$model]}ep"
+  if [ -f "$dir/report.html" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
+    echo "skip $model (complete)"; continue
+  fi
+  cnnlab train "$model" "train.epochs=${EPOCHS[$model]}" --out "$dir" --quiet
+done
