@@ -3,6 +3,7 @@ safe archive extraction, imagefolder:PATH, cifar10-jpeg, and the new DatasetConf
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -218,10 +219,11 @@ def test_cifar10_missing_offline_says_where_and_how(tmp_path):
 def test_cifar10_download_is_checked_against_its_md5(monkeypatch, tmp_path):
     archive = write_tar(tmp_path / "server" / ARCHIVE, {f"{BATCHES_FOLDER}/{n}": c for n, c in fake_cifar10_batches().items()})
     content = archive.read_bytes()
-    remote = cifar10_module.CIFAR10_REMOTE
-    monkeypatch.setattr(cifar10_module, "CIFAR10_REMOTE", type(remote)({ARCHIVE: hashlib.md5(content).hexdigest()}, remote.mirrors))
+    remote = dataclasses.replace(cifar10_module.CIFAR10_REMOTE, checksums={ARCHIVE: hashlib.md5(content).hexdigest()})
+    monkeypatch.setattr(cifar10_module, "CIFAR10_REMOTE", remote)
     monkeypatch.setattr("cnnlab.data.locate.fetch_url", lambda url: content)
     monkeypatch.delenv("CNNLAB_OFFLINE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # not the session's: other tests expect no cifar10
     dataset = load_dataset("cifar10", data_dir=tmp_path / "nothing-here")
     assert dataset.source == str(cache_root() / "cifar10" / ARCHIVE) and len(dataset.train_labels) == 15
 

@@ -17,7 +17,7 @@ import numpy as np
 from cnnlab.data.archives import file_sha256, iter_archive_files
 from cnnlab.data.cifar10 import CIFAR10_CLASSES
 from cnnlab.data.decoded_cache import cache_file, folder_fingerprint, load_cached, save_cached, text_array
-from cnnlab.data.image_tree import decode_tree, scan_image_tree, show_notes
+from cnnlab.data.image_tree import ImageTree, decode_tree, scan_image_tree, show_notes
 from cnnlab.data.images import UnreadableImage, decode_image, is_image_name, progress_bar, skipped_message
 from cnnlab.data.locate import DATA_ENV, find_data_dirs
 from cnnlab.data.registry import Dataset, register_dataset
@@ -111,7 +111,7 @@ def _decode_archive(archive: Path, cache: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _decode_folder(tree, cache: Path) -> dict[str, np.ndarray]:
+def _decode_folder(tree: ImageTree, cache: Path) -> dict[str, np.ndarray]:
     arrays, notes = decode_tree(tree, SIZE, colour=True, description=f"{NAME}: decoding the JPEGs once (cached afterwards)")
     arrays["notes"] = text_array(notes)
     save_cached(cache, arrays)
