@@ -30,9 +30,9 @@ def make_folder(root, per_class=12, size=16):
 
 def test_image_folder_with_corrupt_grey_and_rgba_trains(tmp_path, capsys):
     make_folder(tmp_path / "images")
-    config = load_config("examples/digits.yaml", [
-        f"dataset.name=imagefolder:{tmp_path / 'images'}", "dataset.image_size=16", "train.epochs=3",
-        "train.validation_split=0", "train.early_stopping=null", "model=mlp", "optimizer.lr=0.003"])
+    config = load_config("mlp", [
+        f"dataset.name=imagefolder:{tmp_path / 'images'}", "dataset.image_size=16", "dataset.normalize=zscore",
+        "train.epochs=15", "train.batch_size=4", "train.validation_split=0"])
     run_dir = run_experiment(config, out=tmp_path / "run", show_progress=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "complete"

@@ -31,7 +31,7 @@ def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int 
 def test_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Test accuracy (0..1) and mean cross-entropy from saved probabilities."""
     true_probability = probabilities[np.arange(len(labels)), labels]
-    loss = float(-np.log(np.clip(true_probability, 1e-12, 1.0)).mean())
+    loss = float(-np.log(np.clip(true_probability, 1e-12, 1.0)).mean()) + 0.0  # + 0.0 turns -0.0 into 0.0
     accuracy = float((probabilities.argmax(1) == labels).mean())
     return {"test_accuracy": accuracy, "test_loss": loss}
 
