@@ -167,3 +167,17 @@ def test_report_build_time_for_ten_thousand_images(tmp_path):
     write_report(run_dir)
     print(f"report for 10,000 x 10 predictions built in {time.perf_counter() - start:.2f} s")
     assert (run_dir / "report.html").exists()
+
+
+def test_report_warns_when_a_class_is_never_predicted(tmp_path):
+    from cnnlab import runs
+    from cnnlab.report import write_report
+
+    probabilities = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]], dtype=np.float32)
+    runs.write_json_atomic(tmp_path / "metrics.json", {"name": "x", "dataset": "d", "status": "complete"})
+    runs.write_npz_atomic(tmp_path / "predictions.npz", probabilities=probabilities,
+                          labels=np.array([0, 2, 1]), class_names=np.array(["a", "b", "c"]))
+    markdown, _ = write_report(tmp_path)
+    text = markdown.read_text()
+    assert "never predicts c" in text
+    assert "never predicts a" not in text

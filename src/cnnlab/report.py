@@ -212,6 +212,13 @@ def _confusion(interpretation: Interpretation, figures: FigureWriter) -> list[Bl
                   figures.add("confusion_normalized", normalised, "Each row divided by its total")]),
         Heading("Most confused pairs", 3),
     ]
+    never = [names[label] for label in range(len(names))
+             if not (interpretation.predictions == label).any() and (interpretation.labels == label).any()]
+    if never:
+        blocks.insert(1, Callout(
+            f"The model never predicts {', '.join(never)}. When whole classes are never predicted, look for a "
+            "softmax applied before a cross-entropy loss (report 000's PyTorch part saw exactly this), a learning "
+            "rate too high, or too few epochs.", "warning"))
     if not pairs:
         return blocks + [Paragraph("No test image was misclassified.")]
     return blocks + [BulletList([describe_confused(pair) for pair in pairs], ordered=True)]
