@@ -65,7 +65,7 @@ def render(rows: list[dict]) -> str:
              "training time (report's) | hardware | command |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         reported = "n/a" if row["reported"] is None else f"{100 * row['reported']:.2f}% ({row['reported_kind']})"
-        measured = "diverged" if row["status"] != "complete" else f"{100 * row['measured']:.2f}% (test)"
+        measured = f"{100 * row['measured']:.2f}% (test)" if row["status"] == "complete" else str(row["status"])
         report_time = "n/a" if row["reported_time_s"] is None else f"{row['reported_time_s']:.0f} s"
         lines.append(
             f"| `{row['model']}` | {row['source']} | {row['dataset']} | {reported} | {measured} | "
@@ -86,7 +86,9 @@ def main() -> None:
     text = render(rows_from(run_dirs))
     if args.append:
         text += "\n" + args.append.read_text()
-    args.out.write_text(text)
+    from cnnlab.runs import write_text_atomic
+
+    write_text_atomic(args.out, text)
     print(f"{args.out}: {len(run_dirs)} rows")
 
 

@@ -99,7 +99,8 @@ def test_train_report_compare_summary(capsys, tmp_path):
     table = (tmp_path / "cmp" / "comparison.csv").read_text().splitlines()
     assert len(table) == 3
     accuracy_a = json.loads((tmp_path / "a" / "metrics.json").read_text())["test_accuracy"]
-    assert f"{accuracy_a:.4f}"[:5] in table[1] or str(round(accuracy_a, 4))[:5] in table[1]
+    row = dict(zip(table[0].split(","), table[1].split(",")))
+    assert float(row["test_accuracy"]) == pytest.approx(accuracy_a, abs=1e-6)
 
 
 def test_summary_keras_style(capsys):
@@ -111,3 +112,25 @@ def test_summary_keras_style(capsys):
 def test_report_on_non_run(capsys, tmp_path):
     code, _, err = run_cli(capsys, "report", str(tmp_path))
     assert_clean_error(code, err, "not a cnnlab run directory")
+
+
+def test_out_into_a_foreign_folder_is_refused(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    code, _, err = run_cli(capsys, "train", "mlp", "train.epochs=1", "--out", str(tmp_path), "--quiet")
+    assert_clean_error(code, err, "not a cnnlab run directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_unwritable_comparison_output(capsys, tmp_path):
+    code, _, _ = run_cli(capsys, "train", "mlp", "train.epochs=1", "--out", str(tmp_path / "a"), "--quiet")
+    assert code == 0
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "compare", str(tmp_path / "a"), "--out", str(blocker / "cmp"))
+    assert_clean_error(code, err, "cannot read or write")
+
+
+def test_debug_after_the_command(tmp_path):
+    path = config_file(tmp_path, "train: {epocs: 2}\n")
+    result = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", path, "--debug"], capture_output=True, text=True)
+    assert "Traceback" in result.stderr

@@ -85,3 +85,18 @@ def test_defaults_round_trip():
     config = ExperimentConfig()
     again = validate_config(config.to_dict())
     assert again == config
+
+
+def test_early_stopping_needs_a_validation_split():
+    with pytest.raises(ConfigError, match="validation_split"):
+        validate_config({"train": {"validation_split": 0, "early_stopping": {"patience": 2}}})
+
+
+def test_dataset_override_keeps_the_recipes_options():
+    config = load_config("cifar10/bn-cnn-zscore", ["dataset=cifar10-jpeg"])
+    assert config.dataset.name == "cifar10-jpeg" and config.dataset.normalize == "zscore"
+
+
+def test_augment_section_is_validated_with_the_config(tmp_path):
+    with pytest.raises(ConfigError, match="rotation_range"):
+        load_config(write(tmp_path, "augment: {rotation_rang: 10}\n"))

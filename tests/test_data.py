@@ -117,11 +117,16 @@ def test_digits_loads_with_a_stratified_deterministic_split():
     np.testing.assert_array_equal(dataset.train_labels, again.train_labels)
 
 
-def test_subsets_take_the_first_images():
+def test_subsets_are_seeded_samples_that_keep_every_class():
+    from cnnlab.data.registry import take_subsets
     full = load_dataset("digits")
-    small = load_dataset(DatasetConfig(name="digits", subset=100, test_subset=50))
+    order = np.argsort(full.train_labels, kind="stable")  # stored class by class, like CIFAR-10 JPEGs
+    by_class = dataclasses.replace(full, train_images=full.train_images[order], train_labels=full.train_labels[order])
+    small = take_subsets(by_class, 100, 50)
     assert len(small.train_images) == 100 and len(small.test_labels) == 50
-    np.testing.assert_array_equal(small.train_images, full.train_images[:100])
+    assert set(small.train_labels.tolist()) == set(range(10)), "the first 100 would hold classes 0 and 1 only"
+    again = take_subsets(by_class, 100, 50)
+    np.testing.assert_array_equal(small.train_images, again.train_images)
     assert len(load_dataset(DatasetConfig(name="digits", subset=10**6)).train_images) == 1437
 
 

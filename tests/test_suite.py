@@ -62,12 +62,13 @@ def test_sweep_writes_table_and_plot(tmp_path):
     path = write_suite(tmp_path, """
 name: batch
 defaults: {train.epochs: 1}
-sweep: {run: mlp, parameter: train.batch_size, values: [16, 128]}
+sweep: {run: mlp, train.batch_size: [16, 128], reported: [0.5, 0.4]}
 """)
     written = run_suite(load_suite(path), tmp_path / "out", show_progress=False)
     with written["sweep_csv"].open() as handle:
         rows = list(csv.DictReader(handle))
     assert [row["value"] for row in rows] == ["16", "128"]
+    assert [row["reported_accuracy"] for row in rows] == ["0.5", "0.4"]
     assert all(0 <= float(row["test_accuracy"]) <= 1 and float(row["epoch_time_s"]) > 0 for row in rows)
     assert (tmp_path / "out" / "figures" / "sweep.png").exists()
     config = (tmp_path / "out" / "02-mlp-train.batch_size=128" / "config.yaml").read_text()
@@ -93,3 +94,9 @@ def test_shipped_suites_load():
         assert loaded.experiments, path
         for experiment in loaded.experiments:
             load_config(experiment.source, experiment.overrides)
+
+
+def test_a_bad_experiment_fails_before_any_training(tmp_path, monkeypatch):
+    path = write_suite(tmp_path, "experiments:\n  - mlp\n  - {run: mlp, overrides: {train.epocs: 2}}\n")
+    with pytest.raises(ConfigError, match="epochs"):
+        load_suite(path)

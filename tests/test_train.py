@@ -93,6 +93,29 @@ def test_nan_loss_stops_with_message_and_keeps_history(tmp_path):
     assert "epoch 1" in message and "learning rate" in message and "optimizer.lr=" in message
     metrics = json.loads((tmp_path / "nan" / "metrics.json").read_text())
     assert metrics["status"] == "diverged"
+    history = runs.read_history(tmp_path / "nan")
+    assert history and np.isnan(history[-1]["train_loss"]), "the diverged epoch is recorded as a NaN row"
+    assert "diverged at epoch 1" in (tmp_path / "nan" / "report.md").read_text()
     assert (tmp_path / "nan" / "config.yaml").exists()
     assert (tmp_path / "nan" / "report.md").exists()
     assert not runs.is_complete(tmp_path / "nan")
+
+
+def test_reused_run_directory_keeps_nothing_stale(tmp_path):
+    out = tmp_path / "reused"
+    run_experiment(load_config("mlp", ["train.epochs=1"]), out=out, show_progress=False)
+    assert (out / "predictions.npz").exists()
+    with pytest.raises(TrainingDiverged):
+        run_experiment(load_config("mlp", ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=1e6"]),
+                       out=out, show_progress=False)
+    assert not (out / "predictions.npz").exists() and not (out / "model.safetensors").exists()
+    assert "Per-class scores" not in (out / "report.md").read_text()
+
+
+def test_last_batch_of_one_is_dropped_so_dense_batch_norm_trains(tmp_path):
+    # 1437 digits training images, no validation: 1437 = 4 * 359 + 1
+    config = load_config("examples/digits.yaml", [
+        "model={layers: ['Flatten', 'Dense: 16', 'BatchNorm', 'Dense: 10']}", "train.batch_size=4",
+        "train.epochs=1", "train.validation_split=0", "train.early_stopping=null"])
+    run_dir = run_experiment(config, out=tmp_path / "bn", show_progress=False)
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"

@@ -71,7 +71,7 @@ class Interpretation:
         if not path.exists():
             raise CnnlabError(
                 f"{path} does not exist: the run has no saved test predictions. "
-                "Finish the training (or re-run `cnnlab evaluate`) to write them."
+                "Finish the training (or re-run `cnnlab train`) to write them."
             )
         try:
             arrays = runs.load_npz(path)

@@ -20,8 +20,12 @@ EPILOG = """examples:
   cnnlab compare runs/A runs/B --out runs/cmp           comparison table and overlaid curves
   cnnlab models                                         the zoo of the lab reports' models
 
-data: MNIST and Fashion-MNIST are read from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab
-(downloaded there with checksums when online)."""
+  cnnlab explore cifar10-jpeg                            shapes, class balance, sample images
+  cnnlab augment-preview keras/cifar10/model9           originals beside augmented images
+  cnnlab suite suites/report000-keras-mnist.yaml        a whole report's study, then one comparison
+
+datasets: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH. Files are read
+from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # --debug is accepted after the command too (cnnlab train x.yaml --debug)
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
+    data_dir_help = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
+    original_add_parser = commands.add_parser
+    commands.add_parser = lambda *a, **k: original_add_parser(*a, parents=[debug], **k)
 
     train = commands.add_parser("train", help="train and evaluate one experiment, write its run directory and report",
                                 description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, "
@@ -39,21 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
     train.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>)")
-    train.add_argument("--data-dir", type=Path, help="where datasets are found (default: $CNNLAB_DATA, ~/.cache/cnnlab)")
+    train.add_argument("--data-dir", type=Path, help=data_dir_help)
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
 
     report = commands.add_parser("report", help="rebuild report.md and report.html from a run directory")
-    report.add_argument("run_dir", type=Path)
-    report.add_argument("--worst", type=int, default=None, help="how many worst-classified images to show (max 50)")
+    report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
+    report.add_argument("--worst", type=_worst_count, default=None,
+                        help="how many worst-classified images to show, 1 to 50 (default: the config's analysis.worst_n)")
 
     compare = commands.add_parser("compare", help="compare finished runs: table and overlaid validation curves")
-    compare.add_argument("run_dirs", nargs="+", type=Path)
+    compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories")
     compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
 
     summary = commands.add_parser("summary", help="print a Keras-style summary of a zoo model or a config's model")
     summary.add_argument("model", help="zoo name or experiment YAML file")
     summary.add_argument("--dataset", help="dataset whose input shape to use (default: the model's own)")
-    summary.add_argument("--data-dir", type=Path)
+    summary.add_argument("--data-dir", type=Path, help=data_dir_help + " (only image folders need reading)")
 
     commands.add_parser("models", help="list the zoo: name, dataset, parameters, description, source report")
 
@@ -62,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                               "the first images of each class and a small report into --out.")
     explore.add_argument("dataset", help="dataset name: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH")
     explore.add_argument("--out", type=Path, help="output folder (default: runs/explore-<dataset>)")
-    explore.add_argument("--data-dir", type=Path)
+    explore.add_argument("--data-dir", type=Path, help=data_dir_help)
     explore.add_argument("--per-class", type=int, default=10, help="images of each class in the grid (default 10)")
 
     preview = commands.add_parser("augment-preview", help="write originals beside augmented versions for a config",
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("config", help="experiment YAML file or zoo name")
     preview.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     preview.add_argument("--out", type=Path, default=Path("runs/augment-preview"), help="output folder")
-    preview.add_argument("--data-dir", type=Path)
+    preview.add_argument("--data-dir", type=Path, help=data_dir_help)
     preview.add_argument("--count", type=int, default=8, help="how many images (rows)")
     preview.add_argument("--views", type=int, default=5, help="augmented versions per image")
 
@@ -82,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("suite", type=Path, help="suite YAML file (see suites/)")
     suite.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every experiment, e.g. train.epochs=2")
     suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
-    suite.add_argument("--data-dir", type=Path)
-    suite.add_argument("--quiet", action="store_true")
+    suite.add_argument("--data-dir", type=Path, help=data_dir_help)
+    suite.add_argument("--quiet", action="store_true", help="no progress output, only the written files")
     return parser
 
 
@@ -99,6 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(_paragraph(f"error: {error}"), file=sys.stderr)
+        return 2
+    except OSError as error:
+        if args.debug:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that the path "
+                         "exists and is writable, or choose another folder with --out."), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
@@ -150,10 +168,17 @@ def command_summary(args: argparse.Namespace) -> int:
     from cnnlab.data import load_dataset
     from cnnlab.models import create_model, format_summary
 
+    from cnnlab.models.zoo import DATASET_INPUT_SHAPES
+
     overrides = [f"dataset={args.dataset}"] if args.dataset else []
     config = load_config(args.model, overrides)
-    dataset = load_dataset(config.dataset, args.data_dir)
-    built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
+    shape = DATASET_INPUT_SHAPES.get(config.dataset.name)
+    if shape is None or config.dataset.image_size is not None:
+        dataset = load_dataset(config.dataset, args.data_dir)  # image folders: the shape is in the files
+        shape, n_classes = dataset.input_shape, dataset.n_classes
+    else:
+        n_classes = 10
+    built = create_model(config.to_dict()["model"], shape, n_classes)
     print(format_summary(built))
     return 0
 
@@ -214,6 +239,13 @@ def command_suite(args: argparse.Namespace) -> int:
         print(path)
     print(out)
     return 0
+
+
+def _worst_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 50:
+        raise argparse.ArgumentTypeError("must be between 1 and 50 (the run directory keeps 50 example images)")
+    return value
 
 
 def _existing_run(path: Path) -> Path:

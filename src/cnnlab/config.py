@@ -46,6 +46,13 @@ class TrainSection(Strict):
     eval_batch_size: int = Field(default=1024, ge=1)
     threads: Optional[int] = Field(default=None, ge=1, description="CPU threads (default: all cores)")
 
+    @model_validator(mode="after")
+    def _early_stopping_needs_validation(self) -> "TrainSection":
+        if self.early_stopping is not None and self.validation_split == 0:
+            raise ValueError("early stopping watches the validation set, but validation_split is 0: "
+                             "set train.validation_split (e.g. 0.1) or train.early_stopping=null")
+        return self
+
 
 class OptimizerSection(Strict):
     name: Literal["sgd", "adam", "adamw"] = "adam"
@@ -67,7 +74,8 @@ class ScheduleSection(Strict):
     name: Literal["constant", "step", "piecewise", "cosine", "onecycle"] = "constant"
     step_size: int = Field(default=10, ge=1, description="step: epochs between decays")
     gamma: float = Field(default=0.1, gt=0, description="step: decay factor")
-    boundaries: list[int] = Field(default_factory=list, description="piecewise: epochs where the lr changes")
+    boundaries: list[int] = Field(default_factory=list, description="piecewise: first 0-based epoch of each new lr "
+                                                                    "(Keras `if epoch > 50` is boundary 51)")
     values: list[float] = Field(default_factory=list, description="piecewise: lr before, between and after boundaries")
     warmup_epochs: float = Field(default=0.0, ge=0)
     min_lr: float = Field(default=0.0, ge=0)
@@ -153,8 +161,12 @@ def _read_source(source: str) -> tuple[dict[str, Any], str]:
     if path.suffix.lower() in (".yaml", ".yml") or path.exists():
         if not path.exists():
             raise ConfigError(f"Config file {source} does not exist. Check the path, or give a zoo name (see `cnnlab models`).")
+        if path.is_dir():
+            raise ConfigError(f"{source} is a folder; give the experiment's YAML file (or a zoo name).")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{source} is not a UTF-8 text file; give the experiment's YAML file.") from None
         except yaml.YAMLError as error:
             mark = getattr(error, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -197,6 +209,10 @@ def _parse_override(text: str) -> tuple[str, Any]:
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any, text: str) -> None:
+    if key == "dataset" and isinstance(value, str) and isinstance(raw.get("dataset"), dict):
+        # dataset=NAME changes the dataset, not the recipe's options (normalize, image_size, ...)
+        raw["dataset"]["name"] = value
+        return
     parts = key.split(".")
     node = raw
     for depth, part in enumerate(parts[:-1]):

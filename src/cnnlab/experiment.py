@@ -40,7 +40,8 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
                    show_progress: bool = True, runs_root: Path = Path("runs")) -> Path:
     """Train and evaluate ``config``; return the run directory holding every artefact and the report.
 
-    Raises TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
+    Every check a user's input can fail runs before the run directory is created. Raises
+    TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
     from cnnlab.analysis import Interpretation
     from cnnlab.augment import build_augmenter, describe, parse_augment
     from cnnlab.data import load_dataset, split_validation
@@ -56,34 +57,32 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     seed_everything(settings.seed)
 
     dataset = load_dataset(config.dataset, data_dir)
-    model_spec = config.to_dict()["model"]
-    built = create_model(model_spec, dataset.input_shape, dataset.n_classes)
-    run_dir = runs.make_run_dir(config.name, out, runs_root)
-    _log(show_progress, f"run directory: {run_dir}")
+    built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
+    train_positions, val_positions = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
+    normalization = fit_normalization(config.dataset.normalize, dataset.train_images[train_positions])
+    augment_config = parse_augment(config.augment)
+    augmenter = build_augmenter(augment_config, dataset.input_shape, device, settings.seed, normalization)
 
+    run_dir = runs.make_run_dir(config.name, out, runs_root)
+    runs.clear_artefacts(run_dir)
+    _log(show_progress, f"run directory: {run_dir}")
     runs.write_text_atomic(run_dir / runs.CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     runs.write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, runs.capture_environment(str(device), settings.seed))
-    summary = format_summary(built)
-    runs.write_text_atomic(run_dir / runs.SUMMARY_FILE, summary + "\n")
+    runs.write_text_atomic(run_dir / runs.SUMMARY_FILE, format_summary(built) + "\n")
     trainable, frozen = count_parameters(built.module)
     metrics = {
         "name": config.name, "dataset": dataset.name, "model": _model_label(config), "params": trainable + frozen,
         "trainable_params": trainable, "epochs": 0, "epochs_planned": settings.epochs, "status": "running",
-        "seed": settings.seed, "device": str(device), "train_size": 0, "validation_size": 0,
-        "test_size": len(dataset.test_labels), "data_source": dataset.source, **_reported_figures(config),
+        "seed": settings.seed, "device": str(device), "train_size": len(train_positions),
+        "validation_size": len(val_positions), "test_size": len(dataset.test_labels), "data_source": dataset.source,
+        "normalization": normalization.to_dict(), "augmentation": describe(augment_config),
+        "test_time_augmentation": augment_config.test_time, **_reported_figures(config),
     }
     runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
 
-    train_positions, val_positions = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
-    normalization = fit_normalization(config.dataset.normalize, dataset.train_images[train_positions])
     model = built.module.to(device)
     train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
     test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device)
-    augment_config = parse_augment(config.augment)
-    augmenter = build_augmenter(augment_config, dataset.input_shape, device, settings.seed, normalization)
-    metrics.update(train_size=len(train_positions), validation_size=len(val_positions),
-                   normalization=normalization.to_dict(), augmentation=describe(augment_config),
-                   test_time_augmentation=augment_config.test_time)
     if augmenter is not None:
         save_augmentation_examples(run_dir, train_data, augmenter, train_positions[:8])
     _log(show_progress, f"{dataset.name}: {len(train_positions)} train, {len(val_positions)} validation, "
@@ -96,15 +95,22 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     result = fit(model, train_data, _on(train_positions, device), _on(val_positions, device), config,
                  on_epoch_end=save_history, augment=augmenter, show_progress=show_progress)
     save_history(result.history)
-    metrics.update(epochs=len(result.history), train_time_s=result.train_time_s, best_epoch=result.best_epoch,
+    metrics.update(epochs=result.epochs_completed, train_time_s=result.train_time_s, best_epoch=result.best_epoch,
                    stop_reason=result.stop_reason)
+    probabilities = None
+    if result.status == "complete":
+        probabilities = predict_probabilities(model, test_data, settings.eval_batch_size, augment_config.test_time)
+        if not np.isfinite(probabilities).all():
+            result.status = "diverged"
+            metrics["stop_reason"] = ("Training ended, but the model's test outputs are NaN or infinite: its weights "
+                                      "diverged after the last check. Lower the learning rate (optimizer.lr) or add "
+                                      "a validation split so divergence is caught during training.")
     if result.status == "diverged":
         metrics.update(status="diverged", test_accuracy=None, test_loss=None)
         runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
         write_report(run_dir, worst_n=config.analysis.worst_n)
-        raise TrainingDiverged(f"{result.stop_reason} Run directory: {run_dir}")
+        raise TrainingDiverged(f"{metrics['stop_reason']} Run directory: {run_dir}")
 
-    probabilities = predict_probabilities(model, test_data, settings.eval_batch_size, augment_config.test_time)
     interpretation = Interpretation.from_arrays(probabilities, dataset.test_labels, dataset.classes)
     save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images,
                      interpretation.example_indices(50))

@@ -129,10 +129,15 @@ def _markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
+MARKDOWN_SPECIAL = "\\`*_[]()#!|"
+
+
 def markdown_text(text: object) -> str:
-    """Text safe in a Markdown line or table cell: no raw HTML, no cell breaks."""
+    """Text safe in a Markdown line or table cell: no raw HTML, no links, emphasis or cell breaks
+    (class names come from a user's folder names)."""
     value = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return value.replace("|", "\\|").replace("\n", " ")
+    value = "".join("\\" + char if char in MARKDOWN_SPECIAL else char for char in value)
+    return value.replace("\n", " ")
 
 
 def render_html(blocks: Sequence[Block], title: str, images: Mapping[str, bytes]) -> str:

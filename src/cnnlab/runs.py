@@ -93,8 +93,15 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
+ARTEFACTS = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, EXAMPLES_FILE, AUGMENTATION_FILE,
+             WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, "report.md", "report.html")
+
+
 def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) -> Path:
-    """Create and return the run directory: ``out`` if given, else ``runs/<timestamp>-<name>``."""
+    """Create and return the run directory: ``out`` if given, else ``runs/<timestamp>-<name>``.
+
+    An existing ``out`` is accepted only when it is empty or holds nothing but run artefacts,
+    so a mistyped ``--out .`` never scatters files into an unrelated folder."""
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
@@ -104,6 +111,13 @@ def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) 
             suffix += 1
             out = root / f"{stamp}-{safe}-{suffix}"
     out = Path(out)
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in ARTEFACTS and p.name != FIGURES_DIR and not p.name.startswith("."))
+        if foreign:
+            raise CnnlabError(
+                f"{out} already exists and is not a cnnlab run directory (it holds {', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}). Give --out a new folder or an earlier run directory.")
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / FIGURES_DIR).mkdir(exist_ok=True)
@@ -118,8 +132,16 @@ def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) 
     return out
 
 
+def clear_artefacts(run_dir: Path) -> None:
+    """Remove an earlier run's artefacts and figures, so nothing stale is mixed with a new run."""
+    for name in ARTEFACTS:
+        (run_dir / name).unlink(missing_ok=True)
+    for figure in (run_dir / FIGURES_DIR).glob("*.png"):
+        figure.unlink()
+
+
 def is_complete(run_dir: Path) -> bool:
-    """A run is complete when its metrics say so and its predictions and weights exist."""
+    """A run is complete when its metrics say so and its predictions, weights and report exist."""
     run_dir = Path(run_dir)
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.exists():
@@ -132,6 +154,7 @@ def is_complete(run_dir: Path) -> bool:
         metrics.get("status") == "complete"
         and (run_dir / PREDICTIONS_FILE).exists()
         and (run_dir / WEIGHTS_FILE).exists()
+        and (run_dir / "report.html").exists()
     )
 
 

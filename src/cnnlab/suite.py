@@ -23,6 +23,7 @@ class SuiteExperiment:
     source: str
     overrides: list[str] = field(default_factory=list)
     sweep_value: Any = None
+    reported: Any = None
 
 
 @dataclass
@@ -62,6 +63,7 @@ def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
         experiments = _experiment_list(raw.get("experiments"), common, base_dir, path)
     for experiment in experiments:
         experiment.overrides += list(extra_overrides or [])
+        load_config(experiment.source, experiment.overrides)  # every config checked before any training
     return Suite(name, str(raw.get("description", "")), experiments, parameter)
 
 
@@ -100,7 +102,8 @@ def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progre
     if suite.sweep_parameter:
         from cnnlab.sweep import write_sweep
         values = [experiment.sweep_value for experiment in kept]
-        written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out))
+        reported = [experiment.reported for experiment in kept]
+        written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out, reported))
     return written
 
 
@@ -121,29 +124,41 @@ def _experiment(entry: Any, index: int, common: list[str], base_dir: Path, path:
 
 def _sweep_experiments(raw: Any, common: list[str], base_dir: Path, path: Path) -> tuple[list[SuiteExperiment], str]:
     where = f"{path}: sweep"
+    if isinstance(raw, dict) and "parameter" not in raw:
+        # shorthand: sweep: {run: cifar10/cnn, train.batch_size: [1, 32, 100, 1000]}
+        swept = [key for key, value in raw.items() if "." in str(key) and isinstance(value, list)]
+        if len(swept) == 1:
+            raw = {**{k: v for k, v in raw.items() if k != swept[0]}, "parameter": swept[0], "values": raw[swept[0]]}
     if not isinstance(raw, dict) or "run" not in raw or "parameter" not in raw or "values" not in raw:
-        raise ConfigError(f"{where} needs run: (zoo name or config), parameter: (a dotted key such as "
-                          f"train.batch_size) and values: (a list).")
+        raise ConfigError(f"{where} needs run: (zoo name or config) and one parameter with its values, either "
+                          f"as train.batch_size: [1, 32] or as parameter: train.batch_size with values: [1, 32].")
     values = raw["values"]
     if not isinstance(values, list) or not values:
         raise ConfigError(f"{where}: values must be a non-empty list.")
+    reported = raw.get("reported") or [None] * len(values)
+    if not isinstance(reported, list) or len(reported) != len(values):
+        raise ConfigError(f"{where}: reported: must list one figure (the report's, 0..1) per value.")
     source, parameter = str(raw["run"]), str(raw["parameter"])
     base = common + _overrides(raw.get("overrides"), where)
     base_label = str(raw.get("label") or _label(source))
     return [SuiteExperiment(f"{base_label} {parameter}={value}", _source(source, base_dir),
-                            base + [f"{parameter}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"],
-                            value) for value in values], parameter
+                            base + [f"{parameter}={_yaml_value(value)}"], value, figure)
+            for value, figure in zip(values, reported)], parameter
 
 
 def _overrides(raw: Any, where: str) -> list[str]:
     if raw is None:
         return []
     if isinstance(raw, dict):
-        return [f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
-                for key, value in raw.items()]
+        return [f"{key}={_yaml_value(value)}" for key, value in raw.items()]
     if isinstance(raw, list) and all(isinstance(item, str) for item in raw):
         return list(raw)
     raise ConfigError(f"{where}: overrides must be a mapping (train.epochs: 3) or a list of key=value strings.")
+
+
+def _yaml_value(value: Any) -> str:
+    """``value`` as the text of a key=value override."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _source(source: str, base_dir: Path) -> str:

@@ -30,6 +30,11 @@ class TrainResult:
     stop_reason: str = ""
     status: str = "complete"
 
+    @property
+    def epochs_completed(self) -> int:
+        """Epochs that ran to the end (a diverged epoch's NaN row does not count)."""
+        return sum(1 for row in self.history if math.isfinite(row["train_loss"]))
+
 
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
         config: ExperimentConfig, on_epoch_end: EpochCallback | None = None,
@@ -44,7 +49,7 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     kernels = kernel_weights(model, config.optimizer.l2_layers) if config.optimizer.l2 > 0 else []
     generator = torch.Generator(device=data.device).manual_seed(settings.seed)
-    steps_per_epoch = max(1, math.ceil(len(train_indices) / settings.batch_size))
+    steps_per_epoch = _steps_per_epoch(len(train_indices), settings.batch_size)
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None
     result = TrainResult()
     started = time.perf_counter()
@@ -75,6 +80,7 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
             if (step + 1) % report_every == 0 or step + 1 == steps_per_epoch:
                 running = loss_sum.item() / seen
                 if not math.isfinite(running):
+                    _nan_row(result, epoch, lr, epoch_started)
                     return _diverged(result, epoch, step + 1, steps_per_epoch, lr, started, bar)
                 bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.3f}", lr=f"{lr:.2g}")
                 bar.update(step + 1 - bar.n)
@@ -121,6 +127,20 @@ def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
     return loss_sum.item() / len(indices), correct.item() / len(indices)
+
+
+def _steps_per_epoch(samples: int, batch_size: int) -> int:
+    """Batches per epoch; a last batch of a single image is dropped, since batch norm after a dense
+    layer cannot normalise one value (and one image says little about the gradient)."""
+    full, remainder = divmod(samples, batch_size)
+    return max(1, full + (1 if remainder > 1 else 0))
+
+
+def _nan_row(result: TrainResult, epoch: int, lr: float, epoch_started: float) -> None:
+    """Record the diverged epoch as a NaN row, so the history (and its reading) shows where it happened."""
+    nan = float("nan")
+    result.history.append({"epoch": epoch, "train_loss": nan, "train_accuracy": nan, "val_loss": nan,
+                           "val_accuracy": nan, "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started})
 
 
 class EarlyStopper:

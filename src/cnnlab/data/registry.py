@@ -188,7 +188,7 @@ def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> D
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
     arguments = (data_dir, argument) if entry.takes_argument else (data_dir,)
     options = {"config": config} if entry.takes_config else {}
-    dataset = take_subsets(entry.loader(*arguments, **options), config.subset, config.test_subset)
+    dataset = take_subsets(entry.loader(*arguments, **options), config.subset, config.test_subset, config.split_seed)
     return resize_dataset(dataset, config.image_height_width)
 
 
@@ -204,18 +204,27 @@ def resize_dataset(dataset: Dataset, size: HeightWidth | None) -> Dataset:
     )
 
 
-def take_subsets(dataset: Dataset, subset: int | None, test_subset: int | None) -> Dataset:
-    """The first ``subset`` train and first ``test_subset`` test images (all when None
-    or larger than the split)."""
+def take_subsets(dataset: Dataset, subset: int | None, test_subset: int | None, seed: int = 0) -> Dataset:
+    """A seeded random sample of ``subset`` train and ``test_subset`` test images, kept in their
+    original order (all when None or larger than the split). A random sample, not the first N:
+    datasets stored class by class (CIFAR-10 JPEGs, image folders) would otherwise lose classes."""
     if subset is None and test_subset is None:
         return dataset
+    train = _sample(len(dataset.train_labels), subset, seed)
+    test = _sample(len(dataset.test_labels), test_subset, seed + 1)
     return dataclasses.replace(
         dataset,
-        train_images=dataset.train_images[:subset],
-        train_labels=dataset.train_labels[:subset],
-        test_images=dataset.test_images[:test_subset],
-        test_labels=dataset.test_labels[:test_subset],
+        train_images=dataset.train_images[train],
+        train_labels=dataset.train_labels[train],
+        test_images=dataset.test_images[test],
+        test_labels=dataset.test_labels[test],
     )
+
+
+def _sample(total: int, count: int | None, seed: int) -> np.ndarray:
+    if count is None or count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:count])
 
 
 def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Train the lab reports' CIFAR-10 models on cifar10-jpeg (the offline JPEG copy: results are labelled
+# cifar10-jpeg) with each report's recipe, on this machine's CPU. The reports used 10-100 epochs on a
+# GPU; on 2 CPU cores the epochs below are what fits, and docs/reproduction.md says so in each row.
+# Models not listed here were not run on CPU (minutes to tens of minutes per epoch): run them with
+# the suites in suites/ on a GPU.
+set -euo pipefail
+OUT=${1:-runs/reproduction-cifar10}
+export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
+RUNS=(
+  "keras/cifar10/model1 5" "torch/cifar10/model1 3" "cifar10/dense 2" "cifar10/bn-cnn 2"
+  "tprf/baseline 2" "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "keras/cifar10/model9 1"
+  "torch/cifar10/praisnet 1"
+)
+for item in "${RUNS[@]}"; do
+  read -r model epochs <<< "$item"
+  dir="$OUT/$(echo "$model" | tr / -)-${epochs}ep"
+  if [ -f "$dir/report.html" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
+    echo "skip $model (complete)"; continue
+  fi
+  cnnlab train "$model" dataset.name=cifar10-jpeg "train.epochs=$epochs" --out "$dir" --quiet
+done
