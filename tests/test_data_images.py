@@ -481,5 +481,6 @@ def test_cifar10_jpeg_from_the_shared_data_then_from_the_cache(datasets_dir, mon
     monkeypatch.setenv("CNNLAB_DATA", str(datasets_dir))
     monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("decoded again instead of using the cache"))
     cached = load_dataset(DatasetConfig(name="cifar10-jpeg", test_subset=100))
-    np.testing.assert_array_equal(cached.test_images, dataset.test_images[:100])
+    from cnnlab.data.registry import take_subsets
+    np.testing.assert_array_equal(cached.test_images, take_subsets(dataset, None, 100).test_images)
     assert cached.source == str(datasets_dir / "cifar10-jpeg.tar.gz")

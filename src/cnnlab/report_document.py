@@ -129,7 +129,8 @@ def _markdown_table(table: Table) -> str:
     return "\n".join(lines)
 
 
-MARKDOWN_SPECIAL = "\\`*_[]()#!|"
+# Enough to stop links, images, code spans, emphasis with * and table breaks; intraword _ stays readable.
+MARKDOWN_SPECIAL = "\\`*[]|"
 
 
 def markdown_text(text: object) -> str:
