@@ -9,9 +9,10 @@ import torchvision.transforms.functional as TF
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from cnnlab import augment
-from cnnlab.augment import (apply_affine, build_augmenter, compose_matrices, describe, parse_augment,
-                            predict_with_views)
+from cnnlab import evaluation_views
+from cnnlab.affine import apply_affine, compose_matrices
+from cnnlab.augment import build_augmenter, describe, parse_augment
+from cnnlab.evaluation_views import predict_with_views
 from cnnlab.batches import Normalization
 from cnnlab.errors import ConfigError
 
@@ -207,8 +208,8 @@ def test_cutout_zeroes_squares_of_the_given_size():
 
 def test_test_time_views_and_their_average():
     images = random_images(5)
-    assert [len(augment.test_time_views(images, mode)) for mode in ("none", "flip", "flip_shift")] == [1, 2, 6]
-    views = augment.test_time_views(images, "flip_shift")
+    assert [len(evaluation_views.test_time_views(images, mode)) for mode in ("none", "flip", "flip_shift")] == [1, 2, 6]
+    views = evaluation_views.test_time_views(images, "flip_shift")
     assert torch.equal(views[1], images.flip(3)) and all(view.shape == images.shape for view in views)
     torch.testing.assert_close(views[2][..., :-2, :-2], images[..., 2:, 2:])  # moved up-left by 2
     model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(SHAPE), 4)).eval()
@@ -217,7 +218,7 @@ def test_test_time_views_and_their_average():
     torch.testing.assert_close(probabilities, expected)
     torch.testing.assert_close(probabilities.sum(1), torch.ones(5))
     with pytest.raises(ConfigError, match="test_time"):
-        augment.test_time_views(images, "flips")
+        evaluation_views.test_time_views(images, "flips")
 
 
 # --------------------------------------------------------------------------- reference implementations

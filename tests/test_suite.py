@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from cnnlab import suite as suite_module
 from cnnlab.errors import ConfigError
 from cnnlab.suite import load_suite, run_suite
 

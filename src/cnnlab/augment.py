@@ -13,17 +13,16 @@ from typing import Annotated, Literal, Optional, Union
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from torch import nn
 
+from cnnlab.affine import apply_affine, compose_matrices
 from cnnlab.batches import Normalization
 from cnnlab.errors import ConfigError, did_you_mean
+from cnnlab.evaluation_views import TEST_TIME_VIEWS
 
 Range = Union[float, tuple[float, float]]  # a number v means (centre - v, centre + v), as both libraries read it
 Pair = tuple[float, float]
 Fraction = Annotated[float, Field(ge=0, le=1)]
-PADDING_MODES = {"nearest": "border", "reflect": "reflection", "constant": "zeros"}  # fill_mode -> grid_sample
 CROP_PADDING_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}  # -> F.pad
-TEST_TIME_VIEWS = {"none": 1, "flip": 2, "flip_shift": 6}
 CLOSEST_SUPPORTED = {"random_erasing": ' Not supported; "cutout" erases squares of a fixed size.'}
 
 
@@ -357,70 +356,6 @@ def build_augmenter(config: AugmentConfig, image_shape: tuple[int, int, int], de
         raise ConfigError(f"augment.random_crop.size is {plan.crop_size} but the images are "
                           f"{image_shape[1]}x{image_shape[2]}: augmentation keeps the image size, so leave size out.")
     return Augmenter(plan, image_shape, device, seed, normalization) if plan.trains else None
-
-
-# --------------------------------------------------------------------------- geometry
-
-def compose_matrices(angle_deg: torch.Tensor, shear_deg: torch.Tensor, scale_x: torch.Tensor,
-                     scale_y: torch.Tensor, shift_x: torch.Tensor, shift_y: torch.Tensor) -> torch.Tensor:
-    """Per-image (N, 2, 3) output-to-input maps for `apply_affine`.
-
-    The content is scaled per axis (a negative scale mirrors it), sheared along x, rotated
-    counter-clockwise by ``angle_deg`` about the centre and shifted by (shift_x, shift_y) pixels
-    (right, down). Shear and shift follow torchvision's `affine`, the direction of turn its `rotate`."""
-    angle, shear = torch.deg2rad(angle_deg), torch.deg2rad(shear_deg)
-    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
-    # inverse of  shift . rotate . shear . scale,  i.e.  scale^-1 . shear^-1 . rotate^-1 . shift^-1
-    row_x = torch.stack([cos + tan * sin, -sin + tan * cos], dim=1) / scale_x[:, None]
-    row_y = torch.stack([sin, cos], dim=1) / scale_y[:, None]
-    linear = torch.stack([row_x, row_y], dim=1)
-    offset = -(linear @ torch.stack([shift_x, shift_y], dim=1)[..., None])
-    return torch.cat([linear, offset], dim=2)
-
-
-def apply_affine(images: torch.Tensor, matrices: torch.Tensor, fill_mode: str = "nearest",
-                 constant: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """Resample every image through its own matrix in one batched `grid_sample` (bilinear).
-
-    ``matrices`` (N, 2, 3) map output pixel positions to input positions, both measured in
-    pixels from the image centre (x right, y down). Outside the image: ``fill_mode`` nearest
-    repeats the edge, reflect mirrors, constant gives ``constant`` (per channel or a number)."""
-    _, _, height, width = images.shape
-    # pixels-from-centre -> grid_sample's [-1, 1] coordinates (align_corners=False): divide by half the size
-    half = torch.tensor([width / 2, height / 2], dtype=matrices.dtype, device=matrices.device)
-    theta = torch.cat([matrices[..., :2] * half[None, None, :] / half[None, :, None],
-                       matrices[..., 2:] / half[None, :, None]], dim=2)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    if fill_mode == "constant":
-        resampled = F.grid_sample(images - constant, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return resampled + constant
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=PADDING_MODES[fill_mode], align_corners=False)
-
-
-# --------------------------------------------------------------------------- test time and reports
-
-def test_time_views(images: torch.Tensor, mode: str) -> list[torch.Tensor]:
-    """none: [images]; flip: + the mirror; flip_shift: + both shifted 2 pixels up-left and down-right (reflected edges)."""
-    if mode not in TEST_TIME_VIEWS:
-        raise ConfigError(f'augment.test_time "{mode}" is not one of {", ".join(TEST_TIME_VIEWS)}.')
-    views = [images] if mode == "none" else [images, images.flip(3)]
-    if mode == "flip_shift":
-        height, width = images.shape[2:]
-        for view in list(views):
-            padded = F.pad(view, (2, 2, 2, 2), mode="reflect")
-            views += [padded[..., 4:, 4:], padded[..., :height, :width]]
-    return views
-
-
-test_time_views.__test__ = False  # not a pytest test, though its name starts with "test"
-
-
-@torch.no_grad()
-def predict_with_views(model: nn.Module, images: torch.Tensor, mode: str) -> torch.Tensor:
-    """Class probabilities (N, K): the mean softmax over the test-time views. The model is used as it
-    is, so put it in eval mode first."""
-    views = test_time_views(images, mode)
-    return sum(torch.softmax(model(view).float(), dim=1) for view in views) / len(views)
 
 
 def describe(config: AugmentConfig | AugmentPlan) -> list[str]:

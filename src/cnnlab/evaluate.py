@@ -17,14 +17,14 @@ def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int 
                           test_time: str = "none") -> np.ndarray:
     """Softmax probabilities (N, K) for every image in ``data``, in order, in eval mode; with
     ``test_time`` "flip" or "flip_shift" the mean over test-time views (never augmented otherwise)."""
-    from cnnlab import augment
+    from cnnlab.evaluation_views import predict_with_views
 
     model.eval()
     outputs = []
     indices = torch.arange(len(data), device=data.device)
     for start in range(0, len(data), batch_size):
         images, _ = data.batch(indices[start:start + batch_size])
-        outputs.append(augment.predict_with_views(model, images, test_time).cpu())
+        outputs.append(predict_with_views(model, images, test_time).cpu())
     return torch.cat(outputs).numpy()
 
 
