@@ -9,8 +9,7 @@ OUT=${1:-runs/reproduction-cifar10}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/cifar10/model1 5" "torch/cifar10/model1 3" "cifar10/dense 2" "cifar10/bn-cnn 2"
-  "tprf/baseline 2" "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "keras/cifar10/model9 1"
-  "torch/cifar10/praisnet 1"
+  "tprf/baseline 2" "keras/cifar10/model9 1"
 )
 for item in "${RUNS[@]}"; do
   read -r model epochs <<< "$item"

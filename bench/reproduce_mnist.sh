@@ -6,16 +6,16 @@
 set -euo pipefail
 OUT=${1:-runs/reproduction}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
-declare -A EPOCHS=(
-  [keras/mnist/model1]=20 [keras/mnist/model2]=2 [keras/mnist/model3]=2 [keras/mnist/model4]=3
-  [keras/mnist/model5]=1 [torch/mnist/model1]=20 [torch/mnist/model2]=2 [torch/mnist/model3]=3
-  [torch/mnist/model4]=3
+RUNS=(
+  "keras/mnist/model1 20" "torch/mnist/model1 20" "keras/mnist/model4 3" "torch/mnist/model3 3"
+  "torch/mnist/model4 3" "keras/mnist/model2 2" "keras/mnist/model3 2" "torch/mnist/model2 2"
+  "keras/mnist/model5 1" "torch/mnist/model4 20" "torch/mnist/model3 12"
 )
-for model in keras/mnist/model1 torch/mnist/model1 keras/mnist/model4 torch/mnist/model3 torch/mnist/model4 \
-             keras/mnist/model2 keras/mnist/model3 torch/mnist/model2 keras/mnist/model5; do
-  dir="$OUT/$(echo "$model" | tr / -)-${EPOCHS[$model]}ep"
+for item in "${RUNS[@]}"; do
+  read -r model epochs <<< "$item"
+  dir="$OUT/$(echo "$model" | tr / -)-${epochs}ep"
   if [ -f "$dir/report.html" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
     echo "skip $model (complete)"; continue
   fi
-  cnnlab train "$model" "train.epochs=${EPOCHS[$model]}" --out "$dir" --quiet
+  cnnlab train "$model" "train.epochs=$epochs" --out "$dir" --quiet
 done

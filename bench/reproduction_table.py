@@ -34,6 +34,8 @@ def rows_from(run_dirs: list[Path]) -> list[dict]:
         if not metrics_path.exists():
             continue
         metrics = json.loads(metrics_path.read_text())
+        if metrics.get("status") == "running":
+            continue  # still training (or interrupted): no figure to show yet
         environment = json.loads((run_dir / "environment.json").read_text())
         model = metrics.get("model", "")
         try:

@@ -197,8 +197,11 @@ def command_models(args: argparse.Namespace) -> int:
             params = "not yet available"
         rows.append((entry.name, entry.dataset, params, entry.description, entry.source))
     widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(3)]
-    for row in [HEADER] + rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + f"  {row[3]} [{row[4]}]")
+    print("  ".join(cell.ljust(width) for cell, width in zip(HEADER[:3], widths)) + "  source")
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + f"  {row[4]}")
+        print(textwrap.fill(row[3], width=100, initial_indent="    ", subsequent_indent="    "))
+    print("\nTrain one with `cnnlab train NAME`; `cnnlab summary NAME` shows its layers.")
     return 0
 
 
