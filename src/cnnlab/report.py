@@ -18,7 +18,7 @@ from cnnlab.analysis import N_PREDICTION_EXAMPLES, Interpretation, describe_conf
 from cnnlab.errors import CnnlabError
 from cnnlab.report_document import (
     Block, BulletList, Callout, FigureWriter, Heading, ImageRow, Paragraph, Preformatted, Table,
-    format_integer, format_number, format_percent, format_seconds, format_value, render_html,
+    format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
 
@@ -244,7 +244,7 @@ def _examples(run: RunFiles, figures: FigureWriter, worst_n: int) -> list[Block]
     blocks += _example_grid(run.examples, errors, "confident_errors", f"Most confident errors: {caption}", figures)
     blocks += [Heading("Least confident correct predictions", 3), Table(
         ["Rank", "Index", "Class", "P(predicted)"],
-        [[str(row["rank"]), str(row["index"]), row["true"], f"{row['p_pred']:.3f}"] for row in unsure])]
+        [[str(row["rank"]), str(row["index"]), row["true"], format_probability(row["p_pred"])] for row in unsure])]
     blocks += _example_grid(run.examples, unsure, "least_confident_correct",
                             f"Least confident correct: {caption}", figures)
     return blocks + _prediction_bars(run, figures)
@@ -256,7 +256,7 @@ def _error_table(rows: list[dict[str, Any]]) -> Block:
     return Table(
         ["Rank", "Index", "Predicted", "True", "P(true)", "P(predicted)"],
         [[str(row["rank"]), str(row["index"]), row["predicted"], row["true"],
-          f"{row['p_true']:.3f}", f"{row['p_pred']:.3f}"] for row in rows],
+          format_probability(row["p_true"]), format_probability(row["p_pred"])] for row in rows],
     )
 
 
@@ -270,7 +270,7 @@ def _example_grid(examples: dict[str, np.ndarray] | None, rows: list[dict[str, A
     if len(shown) < len(rows):
         blocks.append(Callout(f"{len(rows) - len(shown)} of these images are not in {runs.EXAMPLES_FILE}."))
     if shown:
-        captions = [f"#{row['index']} true {row['true']}, pred {row['predicted']}\np(true)={row['p_true']:.2f}" for row in shown]
+        captions = [f"#{row['index']} true {row['true']}, pred {row['predicted']}\np(true)={format_probability(row['p_true'])}" for row in shown]
         blocks.append(figures.add(name, plots.plot_image_grid(images, captions, GRID_COLUMNS), caption))
     return blocks
 
@@ -408,7 +408,7 @@ def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:
         for run_rows in worst:
             if rank <= len(run_rows):
                 row = run_rows[rank - 1]
-                line += [str(row["index"]), row["predicted"], row["true"], f"{row['p_true']:.3f}"]
+                line += [str(row["index"]), row["predicted"], row["true"], format_probability(row["p_true"])]
             else:
                 line += ["", "", "", ""]
         rows.append(line)

@@ -224,6 +224,14 @@ def format_percent(fraction: Any) -> str:
     return "n/a" if fraction is None else f"{100 * float(fraction):.2f}%"
 
 
+def format_probability(value: Any) -> str:
+    """0.123 as "0.123"; below 0.001 in scientific notation, so confident errors still rank visibly."""
+    if value is None:
+        return "n/a"
+    value = float(value)
+    return f"{value:.3f}" if value >= 1e-3 or value == 0 else f"{value:.1e}"
+
+
 def format_number(value: Any, digits: int = 4) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
 
