@@ -24,3 +24,16 @@ def test_batch_is_index_gather_with_scale():
     batch, batch_labels = data.batch(torch.tensor([2, 0]))
     assert batch_labels.tolist() == [2, 3]
     np.testing.assert_allclose(batch.numpy(), images[[2, 0]] / 255, rtol=1e-6)
+
+
+def test_zscore_statistics_are_computed_once_and_cached(monkeypatch):
+    from cnnlab import batches
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(30, 3, 4, 4), dtype=np.uint8)
+    positions = np.arange(0, 30, 2)
+    first = batches.cached_normalization("zscore", "test-set|here", images, positions)
+    np.testing.assert_allclose(first.mean, batches.fit_normalization("zscore", images[positions]).mean)
+    monkeypatch.setattr(batches, "fit_normalization", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+    again = batches.cached_normalization("zscore", "test-set|here", images, positions)
+    assert again == first

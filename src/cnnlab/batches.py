@@ -50,6 +50,31 @@ def fit_normalization(mode: str, train_images: np.ndarray) -> Normalization:
     return Normalization(mode, mean.tolist(), std.tolist(), 1 / 255)
 
 
+def cached_normalization(mode: str, dataset_key: str, train_images: np.ndarray, positions: np.ndarray) -> Normalization:
+    """``fit_normalization`` on ``train_images[positions]``, computed once per dataset and split and
+    kept in the user cache (z-score statistics of 50,000 images take seconds; reading them, none)."""
+    if mode != "zscore":
+        return fit_normalization(mode, train_images[positions])
+    import hashlib
+    import json
+
+    from cnnlab.data.locate import cache_root
+    from cnnlab.runs import write_json_atomic
+
+    digest = hashlib.sha256(dataset_key.encode() + np.asarray(positions, dtype=np.int64).tobytes()).hexdigest()[:24]
+    path = cache_root() / "normalization" / f"{digest}.json"
+    try:
+        return Normalization(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        pass
+    normalization = fit_normalization(mode, train_images[positions])
+    try:
+        write_json_atomic(path, normalization.to_dict())
+    except OSError:
+        pass  # an unwritable cache only costs the recomputation next time
+    return normalization
+
+
 class DeviceImages:
     """uint8 images (N, C, H, W) and int64 labels resident on ``device``."""
 
