@@ -9,7 +9,9 @@ OUT=${1:-runs/reproduction-cifar10}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/cifar10/model1 5" "torch/cifar10/model1 3" "cifar10/dense 2" "cifar10/bn-cnn 2"
-  "tprf/baseline 2" "keras/cifar10/model9 1"
+  "tprf/baseline 2" "keras/cifar10/model9 1" "cifar10/bn-cnn-zscore 2" "cifar10/bn-cnn-augment 2"
+  "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "tprf/narrow 1" "tprf/wide 1" "torch/cifar10/praisnet 1"
+  "keras/cifar10/model7 1" "cifar10/cnn 1" "cifar10/cnn-dropout 1"
 )
 for item in "${RUNS[@]}"; do
   read -r model epochs <<< "$item"
