@@ -8,8 +8,8 @@ OUT=${1:-runs/reproduction}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/mnist/model1 20" "torch/mnist/model1 20" "keras/mnist/model4 3" "torch/mnist/model3 3"
-  "torch/mnist/model4 3" "keras/mnist/model2 2" "keras/mnist/model3 2" "torch/mnist/model2 2"
-  "keras/mnist/model5 1" "torch/mnist/model4 20" "torch/mnist/model3 12"
+  "keras/mnist/model2 2" "keras/mnist/model3 2" "torch/mnist/model2 2"
+  "keras/mnist/model5 1" "torch/mnist/model3 12" "torch/mnist/model4 12"
 )
 for item in "${RUNS[@]}"; do
   read -r model epochs <<< "$item"

@@ -51,6 +51,8 @@ def rows_from(run_dirs: list[Path]) -> list[dict]:
             "reported_kind": entry.reported_accuracy_kind if entry else "",
             "reported_time_s": entry.reported_time_s if entry else None,
             "measured": metrics.get("test_accuracy"),
+            "inputs": (metrics.get("normalization") or {}).get("mode", "?"),
+            "augmented": bool(metrics.get("augmentation")),
             "status": metrics.get("status"),
             "epochs": metrics.get("epochs"),
             "report_epochs": report_epochs,
@@ -63,14 +65,15 @@ def rows_from(run_dirs: list[Path]) -> list[dict]:
 
 
 def render(rows: list[dict]) -> str:
-    lines = [HEADER, "| model | report | dataset | report's figure | cnnlab measured | epochs (report's) | "
-             "training time (report's) | hardware | command |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [HEADER, "| model | report | dataset | inputs | report's figure | cnnlab measured | epochs (report's) | "
+             "training time (report's) | hardware | command |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         reported = "n/a" if row["reported"] is None else f"{100 * row['reported']:.2f}% ({row['reported_kind']})"
         measured = f"{100 * row['measured']:.2f}% (test)" if row["status"] == "complete" else str(row["status"])
         report_time = "n/a" if row["reported_time_s"] is None else f"{row['reported_time_s']:.0f} s"
         lines.append(
-            f"| `{row['model']}` | {row['source']} | {row['dataset']} | {reported} | {measured} | "
+            f"| `{row['model']}` | {row['source']} | {row['dataset']} | {row['inputs']}"
+            f"{' + augmentation' if row['augmented'] else ''} | {reported} | {measured} | "
             f"{row['epochs']} ({row['report_epochs'] or 'n/a'}) | {row['train_time_s']:.0f} s ({report_time}) | "
             f"{row['hardware']} | `{row['command']}` |")
     return "\n".join(lines) + "\n"
