@@ -257,7 +257,8 @@ def test_zoo_recipes_are_valid_experiment_configs():
     import cnnlab.config as config
     for entry in zoo.list_entries():
         if entry.available:
-            config.validate_config(config.zoo_recipe(entry.name), entry.name)
+            validated = config.validate_config(config.zoo_recipe(entry.name), entry.name)
+            assert validated.model.name == entry.name
 
 
 def test_unknown_zoo_name_suggests_the_closest():
