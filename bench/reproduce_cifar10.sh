@@ -13,11 +13,4 @@ RUNS=(
   "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "tprf/narrow 1" "tprf/wide 1" "torch/cifar10/praisnet 1"
   "keras/cifar10/model7 1" "cifar10/cnn 1" "cifar10/cnn-dropout 1"
 )
-for item in "${RUNS[@]}"; do
-  read -r model epochs <<< "$item"
-  dir="$OUT/$(echo "$model" | tr / -)-${epochs}ep"
-  if [ -f "$dir/report.html" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
-    echo "skip $model (complete)"; continue
-  fi
-  cnnlab train "$model" dataset.name=cifar10-jpeg "train.epochs=$epochs" --out "$dir" --quiet
-done
+bash "$(dirname "$0")/train_missing.sh" "$OUT" "dataset.name=cifar10-jpeg" "${RUNS[@]}"

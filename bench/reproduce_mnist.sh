@@ -9,13 +9,6 @@ export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/mnist/model1 20" "torch/mnist/model1 20" "keras/mnist/model4 3" "torch/mnist/model3 3"
   "keras/mnist/model2 2" "keras/mnist/model3 2" "torch/mnist/model2 2"
-  "keras/mnist/model5 1" "torch/mnist/model3 12" "torch/mnist/model4 12"
+  "keras/mnist/model5 1" "torch/mnist/model3 12" "torch/mnist/model4 12" "torch/mnist/model4 20"
 )
-for item in "${RUNS[@]}"; do
-  read -r model epochs <<< "$item"
-  dir="$OUT/$(echo "$model" | tr / -)-${epochs}ep"
-  if [ -f "$dir/report.html" ] && grep -q '"status": "complete"' "$dir/metrics.json"; then
-    echo "skip $model (complete)"; continue
-  fi
-  cnnlab train "$model" "train.epochs=$epochs" --out "$dir" --quiet
-done
+bash "$(dirname "$0")/train_missing.sh" "$OUT" "" "${RUNS[@]}"

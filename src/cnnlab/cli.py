@@ -39,10 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
     data_dir_help = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
-    original_add_parser = commands.add_parser
-    commands.add_parser = lambda *a, **k: original_add_parser(*a, parents=[debug], **k)
 
-    train = commands.add_parser("train", help="train and evaluate one experiment, write its run directory and report",
+    train = commands.add_parser("train", parents=[debug], help="train and evaluate one experiment, write its run directory and report",
                                 description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, "
                                             "evaluate on the test set and write the report. The run directory is "
                                             "printed as the last line.")
@@ -52,23 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", type=Path, help=data_dir_help)
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
 
-    report = commands.add_parser("report", help="rebuild report.md and report.html from a run directory")
+    report = commands.add_parser("report", parents=[debug], help="rebuild report.md and report.html from a run directory")
     report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
     report.add_argument("--worst", type=_worst_count, default=None,
                         help="how many worst-classified images to show, 1 to 50 (default: the config's analysis.worst_n)")
 
-    compare = commands.add_parser("compare", help="compare finished runs: table and overlaid validation curves")
+    compare = commands.add_parser("compare", parents=[debug], help="compare finished runs: table and overlaid validation curves")
     compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories")
     compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
 
-    summary = commands.add_parser("summary", help="print a Keras-style summary of a zoo model or a config's model")
+    summary = commands.add_parser("summary", parents=[debug], help="print a Keras-style summary of a zoo model or a config's model")
     summary.add_argument("model", help="zoo name or experiment YAML file")
     summary.add_argument("--dataset", help="dataset whose input shape to use (default: the model's own)")
     summary.add_argument("--data-dir", type=Path, help=data_dir_help + " (only image folders need reading)")
 
-    commands.add_parser("models", help="list the zoo: name, dataset, parameters, description, source report")
+    commands.add_parser("models", parents=[debug], help="list the zoo: name, dataset, parameters, description, source report")
 
-    explore = commands.add_parser("explore", help="shape, value range, class balance, channel statistics and sample images",
+    explore = commands.add_parser("explore", parents=[debug], help="shape, value range, class balance, channel statistics and sample images",
                                   description="Print what DATASET holds and write the class-balance chart, a grid of "
                                               "the first images of each class and a small report into --out.")
     explore.add_argument("dataset", help="dataset name: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH")
@@ -76,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     explore.add_argument("--data-dir", type=Path, help=data_dir_help)
     explore.add_argument("--per-class", type=int, default=10, help="images of each class in the grid (default 10)")
 
-    preview = commands.add_parser("augment-preview", help="write originals beside augmented versions for a config",
+    preview = commands.add_parser("augment-preview", parents=[debug], help="write originals beside augmented versions for a config",
                                   description="Apply CONFIG's augment: section to the first training images and write "
                                               "augmentation.png (one row per image: original, then augmented versions).")
     preview.add_argument("config", help="experiment YAML file or zoo name")
@@ -86,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--count", type=int, default=8, help="how many images (rows)")
     preview.add_argument("--views", type=int, default=5, help="augmented versions per image")
 
-    suite = commands.add_parser("suite", help="run a whole study: several experiments, then one comparison report",
+    suite = commands.add_parser("suite", parents=[debug], help="run a whole study: several experiments, then one comparison report",
                                 description="Run every experiment of SUITE.yaml in order (one run directory each, "
                                             "complete ones skipped), then write the comparison (and the sweep table "
                                             "for a sweep suite). KEY=VALUE overrides apply to every experiment.")
@@ -118,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that the path "
                          "exists and is writable, or choose another folder with --out."), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) closed the pipe: stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
         return 130
