@@ -109,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(_paragraph(f"error: {error}"), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader (e.g. `| head`) closed the pipe: stop quietly, and keep Python from complaining at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as error:
         if args.debug:
             raise
@@ -116,10 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that the path "
                          "exists and is writable, or choose another folder with --out."), file=sys.stderr)
         return 2
-    except BrokenPipeError:
-        # the reader (e.g. `| head`) closed the pipe: stop quietly, and keep Python from complaining at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except KeyboardInterrupt:
         print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
         return 130
