@@ -9,8 +9,12 @@ OUT=${1:-runs/reproduction-cifar10}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/cifar10/model1 5" "torch/cifar10/model1 3" "cifar10/dense 2" "cifar10/bn-cnn 2"
-  "tprf/baseline 2" "keras/cifar10/model9 1" "cifar10/bn-cnn-zscore 2" "cifar10/bn-cnn-augment 2"
-  "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "tprf/narrow 1" "tprf/wide 1" "torch/cifar10/praisnet 1"
-  "keras/cifar10/model7 1" "cifar10/cnn 1" "cifar10/cnn-dropout 1"
+  "tprf/baseline 1" "cifar10/bn-cnn-zscore 2" "cifar10/bn-cnn-augment 2"
+  "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "tprf/narrow 1" "tprf/wide 1"
+  "cifar10/bn-cnn-l2 2" "tprf/three-convs 1" "tprf/three-blocks 1" "tprf/three-blocks-augment 1"
+  "tprf/three-blocks-schedule 1" "tprf/three-blocks-dropout 1" "tprf/three-blocks-batchnorm 1"
+  "cifar10/cnn 1" "cifar10/cnn-dropout 1" "torch/cifar10/model4 1" "torch/cifar10/model5 1"
+  "keras/cifar10/model7 1" "keras/cifar10/model9 1" "keras/cifar10/model8 1"
+  "torch/cifar10/praisnet 1" "torch/cifar10/praisynet 1" "keras/cifar10/model5 1"
 )
 bash "$(dirname "$0")/train_missing.sh" "$OUT" "dataset.name=cifar10-jpeg" "${RUNS[@]}"

@@ -212,7 +212,8 @@ def test_format_summary_reads_like_keras():
 
 # --------------------------------------------------------------------------- zoo
 
-AVAILABLE = [entry.name for entry in zoo.list_entries() if entry.available]
+# entries with a pretrained backbone need weights files: tests/test_pretrained.py covers them
+AVAILABLE = [entry.name for entry in zoo.list_entries() if entry.available and entry.backbone is None]
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
@@ -267,8 +268,10 @@ def test_unknown_zoo_name_suggests_the_closest():
     assert "Did you mean" in str(caught.value) and "cnnlab models" in str(caught.value)
 
 
-def test_unavailable_zoo_entry_explains_why():
-    with pytest.raises(ConfigError, match="transfer-learning"):
+def test_pretrained_zoo_entry_without_weights_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("CNNLAB_OFFLINE", "1")
+    with pytest.raises(ConfigError, match="resnet50-0676ba61.pth"):
         create_model("torch/cifar10/resnet50", (3, 32, 32), 10)
 
 

@@ -57,7 +57,9 @@ def test_saved_weights_reproduce_predictions(digits_run):
     norm = fit_normalization("scale", dataset.train_images)
     data = DeviceImages(dataset.test_images, dataset.test_labels, norm, torch.device("cpu"))
     from cnnlab.evaluate import predict_probabilities
-    probabilities = predict_probabilities(built.module, data)
+    from cnnlab.fast_path import FastPath
+    with FastPath(torch.device("cpu"), metrics["fast_path"]["precision"]).autocast():  # as the run evaluated
+        probabilities = predict_probabilities(built.module, data)
     saved = runs.load_npz(digits_run / "predictions.npz")["probabilities"]
     np.testing.assert_allclose(probabilities, saved, atol=1e-5)
     assert metrics["normalization"]["mode"] == "scale"

@@ -69,6 +69,8 @@ class AugmentConfig(Section):
     shear_range: float = Field(default=0.0, ge=0, lt=90, description="degrees")
     fill_mode: Optional[Literal["nearest", "constant", "reflect"]] = None
     random_horizontal_flip: float = Field(default=0.0, ge=0, le=1, description="probability; true means 0.5")
+    alternating_flip: bool = Field(default=False, description="horizontal flips that alternate per image: a random "
+                                   "half in the first epoch, then every image the other way from the epoch before")
     random_vertical_flip: float = Field(default=0.0, ge=0, le=1)
     random_rotation: Range = 0.0
     random_crop: Optional[RandomCrop] = None
@@ -131,6 +133,7 @@ class AugmentPlan:
     """What to do, in one vocabulary. Ranges are (low, high), sampled uniformly and independently per image."""
 
     horizontal_flip: float = 0.0               # probability
+    alternating_flip: bool = False             # flip state per image alternates between epochs (p = 0.5 overall)
     vertical_flip: float = 0.0
     rotation_deg: Pair = (0.0, 0.0)            # positive turns counter-clockwise, as torchvision
     shift_fraction: Pair = (0.0, 0.0)          # max |shift| as fractions of (width, height)
@@ -155,7 +158,7 @@ class AugmentPlan:
 
     @property
     def has_flip(self) -> bool:
-        return self.horizontal_flip > 0 or self.vertical_flip > 0
+        return self.horizontal_flip > 0 or self.vertical_flip > 0 or self.alternating_flip
 
     @property
     def has_colour(self) -> bool:
@@ -180,7 +183,9 @@ def _plan(config: AugmentConfig) -> AugmentPlan:
         raise ValueError("zoom_range (Keras, per axis) and random_affine.scale (torchvision) both set; give only one")
     return AugmentPlan(
         horizontal_flip=_one_of(0.0, horizontal_flip=0.5 * config.horizontal_flip,
-                                random_horizontal_flip=config.random_horizontal_flip),
+                                random_horizontal_flip=config.random_horizontal_flip,
+                                alternating_flip=0.5 if config.alternating_flip else 0.0),
+        alternating_flip=config.alternating_flip,
         vertical_flip=_one_of(0.0, vertical_flip=0.5 * config.vertical_flip,
                               random_vertical_flip=config.random_vertical_flip),
         rotation_deg=_one_of((0.0, 0.0), rotation_range=_around(config.rotation_range, 0.0, "rotation_range"),
@@ -243,6 +248,8 @@ class Augmenter:
         self.channels, self.height, self.width = image_shape
         self.device = torch.device(device)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.flip_generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.first_epoch_flips = torch.zeros(0, dtype=torch.bool, device=self.device)
         normalization = normalization or Normalization("scale", [0.0] * self.channels, [1.0] * self.channels, 1 / 255)
         mean, std = (torch.tensor(values, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
                      for values in (normalization.mean, normalization.std))
@@ -252,15 +259,19 @@ class Augmenter:
         self.shift_limit_px = torch.tensor([fraction_x * self.width, fraction_y * self.height], device=self.device)
 
     @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """A new batch; each image drawn its own parameters, and image i stays at row i."""
+    def __call__(self, images: torch.Tensor, positions: torch.Tensor | None = None, epoch: int = 1) -> torch.Tensor:
+        """A new batch; each image drawn its own parameters, and image i stays at row i. ``positions``
+        (the images' dataset indices) and ``epoch`` are needed by alternating flips only."""
         original = images
         if self.plan.has_colour:
             images = self.jitter_colour(images)
+        if self.plan.alternating_flip:
+            images = torch.where(self.alternating_flips(images.shape[0], positions, epoch).view(-1, 1, 1, 1),
+                                 images.flip(3), images)
         if self.plan.has_affine:
             images = apply_affine(images, self.sample_matrices(images.shape[0]).to(images.dtype),
                                   self.plan.fill_mode, self.black.to(images.dtype))
-        elif self.plan.has_flip:
+        elif self.plan.horizontal_flip > 0 and not self.plan.alternating_flip or self.plan.vertical_flip > 0:
             images = self.flip(images)
         if self.plan.crop_padding:
             images = self.pad_and_crop(images)
@@ -281,10 +292,26 @@ class Augmenter:
         flipped = torch.rand(count, generator=self.generator, device=self.device) < probability
         return 1.0 - 2.0 * flipped.float()
 
+    def alternating_flips(self, count: int, positions: torch.Tensor | None, epoch: int) -> torch.Tensor:
+        """Which images to mirror: a fixed pseudo-random half of the dataset in odd epochs, the other half
+        in even ones, so every image is seen both ways in any two consecutive epochs (without
+        ``positions``, a fresh random half)."""
+        if positions is None:
+            return torch.rand(count, generator=self.generator, device=self.device) < 0.5
+        positions = positions.to(self.device)
+        needed = int(positions.max()) + 1
+        if self.first_epoch_flips.numel() < needed:  # one random bit per image, drawn once from the seed
+            more = torch.rand(needed - self.first_epoch_flips.numel(), generator=self.flip_generator,
+                              device=self.device) < 0.5
+            self.first_epoch_flips = torch.cat([self.first_epoch_flips, more])
+        return self.first_epoch_flips[positions] ^ (epoch % 2 == 0)
+
     def sample_matrices(self, count: int) -> torch.Tensor:
-        """One random output-to-input matrix per image (see `compose_matrices`), flips included."""
+        """One random output-to-input matrix per image (see `compose_matrices`), flips included
+        (alternating flips are applied before, as they depend on the image, not on chance)."""
         plan = self.plan
-        flip_x, flip_y = self.flip_signs(plan.horizontal_flip, count), self.flip_signs(plan.vertical_flip, count)
+        horizontal = 0.0 if plan.alternating_flip else plan.horizontal_flip
+        flip_x, flip_y = self.flip_signs(horizontal, count), self.flip_signs(plan.vertical_flip, count)
         scale = self.uniform(plan.scale, count)
         zoom = self.uniform(plan.zoom, count, 2)  # Keras draws the two axes independently
         shift = self.uniform((-1.0, 1.0), count, 2) * self.shift_limit_px
@@ -363,6 +390,8 @@ def describe(config: AugmentConfig | AugmentPlan) -> list[str]:
     plan = config.plan() if isinstance(config, AugmentConfig) else config
     lines = [f"{name} flip (p={p:g})" for name, p in (("horizontal", plan.horizontal_flip),
                                                       ("vertical", plan.vertical_flip)) if p > 0]
+    if plan.alternating_flip:
+        lines[0] = "horizontal flip alternating per image between epochs (half the images each epoch)"
     for name, (low, high), neutral in (("rotation", plan.rotation_deg, 0.0), ("shear", plan.shear_deg, 0.0),
                                        ("scale", plan.scale, 1.0), ("zoom per axis (Keras)", plan.zoom, 1.0),
                                        ("brightness", plan.brightness, 1.0), ("contrast", plan.contrast, 1.0),

@@ -24,6 +24,10 @@ EPILOG = """examples:
   cnnlab augment-preview keras/cifar10/model9           originals beside augmented images
   cnnlab suite suites/report000-keras-mnist.yaml        a whole report's study, then one comparison
 
+  cnnlab lr-find keras/cifar10/model9 --out runs/lrf    loss against learning rate, with a suggested lr
+  cnnlab features runs/RUN --dataset digits             kNN and linear probe on a run's penultimate features
+  cnnlab features efficientnet-lite0 --dataset cifar10-jpeg --out runs/feat   the same for a pretrained backbone
+
 datasets: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH. Files are read
 from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online)."""
 
@@ -49,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>)")
     train.add_argument("--data-dir", type=Path, help=data_dir_help)
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
+    train.add_argument("--weights", metavar="PATH",
+                       help="pretrained backbone weights file (.pth or .safetensors): sets model.weights")
 
     report = commands.add_parser("report", parents=[debug], help="rebuild report.md and report.html from a run directory")
     report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
@@ -93,6 +99,39 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
     suite.add_argument("--data-dir", type=Path, help=data_dir_help)
     suite.add_argument("--quiet", action="store_true", help="no progress output, only the written files")
+
+    lr_find = commands.add_parser(
+        "lr-find", parents=[debug], help="learning-rate range test: loss against lr on a short exponential sweep",
+        description="Train a fresh model of CONFIG for a few steps while the learning rate grows exponentially "
+                    "(default 1e-7 to 10 over 100 steps), on the same data path as training, until the smoothed "
+                    "loss exceeds 4x its minimum or becomes NaN. Writes lr_find.csv, lr_find.png and lr_find.json "
+                    "into --out and prints the suggested lr (where the smoothed loss falls fastest) and how the "
+                    "config's own lr compares. No weights are saved.")
+    lr_find.add_argument("config", help="experiment YAML file or zoo name")
+    lr_find.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.batch_size=64")
+    lr_find.add_argument("--out", type=Path, help="output folder (default: runs/lr-find-<name>)")
+    lr_find.add_argument("--data-dir", type=Path, help=data_dir_help)
+    lr_find.add_argument("--steps", type=int, default=100, help="sweep length in training steps (default 100)")
+    lr_find.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
+    lr_find.add_argument("--quiet", action="store_true", help="no progress output")
+
+    features = commands.add_parser(
+        "features", parents=[debug], help="penultimate-layer features, then a kNN classifier and a linear probe",
+        description="Extract the features a trained run (RUN_DIR: the input of its last Dense layer) or a pretrained "
+                    "backbone (e.g. efficientnet-lite0, resnet18) gives every train and test image of DATASET, fit "
+                    "a kNN classifier (k chosen on a validation share) and a logistic-regression linear probe on "
+                    "the training features, and write metrics.json, report.md and report.html into --out.")
+    features.add_argument("source", metavar="RUN_DIR_or_BACKBONE", help="a run directory, or a backbone name")
+    features.add_argument("--dataset", required=True, help="dataset name, e.g. digits, mnist, cifar10-jpeg")
+    features.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>-features-...)")
+    features.add_argument("--data-dir", type=Path, help=data_dir_help)
+    features.add_argument("--subset", type=int, help="use only the first N training images")
+    features.add_argument("--test-subset", type=int, help="use only the first N test images")
+    features.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
+    features.add_argument("--weights", type=Path, help="weights file to use instead of the run's or the backbone's usual one")
+    features.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda or cuda:N")
+    features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
     return parser
 
 
@@ -130,7 +169,8 @@ def command_train(args: argparse.Namespace) -> int:
     from cnnlab.errors import TrainingDiverged
     from cnnlab.experiment import run_experiment
 
-    config = load_config(args.config, args.overrides)
+    weights = [f"model.weights={Path(args.weights).expanduser().resolve()}"] if args.weights else []
+    config = load_config(args.config, [*args.overrides, *weights])
     try:
         run_dir = run_experiment(config, out=args.out, data_dir=args.data_dir, show_progress=not args.quiet)
     except TrainingDiverged as error:
@@ -191,7 +231,9 @@ def command_models(args: argparse.Namespace) -> int:
     rows = []
     for entry in zoo.list_entries():
         params = "-"
-        if entry.available:
+        if entry.backbone is not None:
+            params = f"pretrained {entry.backbone['backbone']}"  # counting would load its weights
+        elif entry.available:
             shape = zoo.DATASET_INPUT_SHAPES.get(entry.dataset)
             if shape:
                 params = f"{sum(count_parameters(create_model(entry.name, shape, 10).module)):,}"
@@ -246,6 +288,37 @@ def command_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_lr_find(args: argparse.Namespace) -> int:
+    from cnnlab.config import load_config
+    from cnnlab.lr_finder import default_out, find_lr, write_lr_finder
+
+    config = load_config(args.config, args.overrides)
+    result = find_lr(config, data_dir=args.data_dir, start=args.start, end=args.end, steps=args.steps,
+                     show_progress=not args.quiet)
+    paths = write_lr_finder(result, args.out or default_out(config))
+    suggestion = "none" if result.suggested_lr is None else f"{result.suggested_lr:.3g}"
+    print(f"stopped after {len(result.lrs)} steps: {result.stop_reason}")
+    print(f"suggested lr: {suggestion} (steepest fall of the smoothed loss; min-loss lr / 10 = "
+          f"{'n/a' if result.min_loss_lr is None else f'{result.min_loss_lr / 10:.3g}'})")
+    print(_paragraph(result.diagnosis))
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+def command_features(args: argparse.Namespace) -> int:
+    from cnnlab.features import run_features
+
+    for option in ("subset", "test_subset", "batch_size"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise CnnlabError(f"--{option.replace('_', '-')} must be a positive number of images, "
+                              f"not {getattr(args, option)}.")
+    print(run_features(args.source, args.dataset, out=args.out, data_dir=args.data_dir, subset=args.subset,
+                       test_subset=args.test_subset, batch_size=args.batch_size, weights=args.weights,
+                       device_name=args.device, show_progress=not args.quiet))
+    return 0
+
+
 def _worst_count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 50:
@@ -266,7 +339,8 @@ def _paragraph(text: str) -> str:
 
 COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
             "summary": command_summary, "models": command_models, "explore": command_explore,
-            "suite": command_suite, "augment-preview": command_augment_preview}
+            "suite": command_suite, "augment-preview": command_augment_preview, "lr-find": command_lr_find,
+            "features": command_features}
 
 
 if __name__ == "__main__":

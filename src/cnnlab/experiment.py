@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,9 @@ from cnnlab import runs
 from cnnlab.batches import DeviceImages, cached_normalization
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError, TrainingDiverged
+from cnnlab.fast_path import choose_fast_path
+from cnnlab.models.transfer_model import transfer_settings
+from cnnlab.transfer import backbone_normalization, cached_feature_data, uses_feature_cache
 
 
 def resolve_device(name: str) -> torch.device:
@@ -62,9 +66,11 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     # identity of the pixels: name, source, shape and a sample of every 97th image (a changed file changes it)
     sample = hashlib.sha256(np.ascontiguousarray(dataset.train_images[::97]).tobytes()).hexdigest()
     dataset_key = f"{dataset.name}|{dataset.source}|{dataset.train_images.shape}|{sample}"
-    normalization = cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_positions)
+    normalization = (backbone_normalization(built.module, config.dataset, dataset.input_shape[0])
+                     or cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_positions))
     augment_config = parse_augment(config.augment)
     augmenter = build_augmenter(augment_config, dataset.input_shape, device, settings.seed, normalization)
+    fast = choose_fast_path(settings, device, dataset.input_shape, built.module)
 
     run_dir = runs.make_run_dir(config.name, out, runs_root)
     runs.clear_artefacts(run_dir)
@@ -79,13 +85,15 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
         "seed": settings.seed, "device": str(device), "train_size": len(train_positions),
         "validation_size": len(val_positions), "test_size": len(dataset.test_labels), "data_source": dataset.source,
         "normalization": normalization.to_dict(), "augmentation": describe(augment_config),
-        "test_time_augmentation": augment_config.test_time, **_reported_figures(config),
+        "test_time_augmentation": augment_config.test_time, "fast_path": fast.to_dict(), **_reported_figures(config),
     }
+    if transfer_settings(built.module):
+        metrics["transfer"] = transfer_settings(built.module)
     runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
 
-    model = built.module.to(device)
-    train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
-    test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device)
+    model = fast.prepare(built.module)
+    train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device, fast.channels_last)
+    test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device, fast.channels_last)
     if augmenter is not None:
         save_augmentation_examples(run_dir, train_data, augmenter, train_positions[:8])
     _log(show_progress, f"{dataset.name}: {len(train_positions)} train, {len(val_positions)} validation, "
@@ -95,14 +103,25 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     def save_history(history: list[dict]) -> None:
         runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
 
-    result = fit(model, train_data, _on(train_positions, device), _on(val_positions, device), config,
-                 on_epoch_end=save_history, augment=augmenter, show_progress=show_progress)
+    # a frozen backbone without augmentation runs once: the head trains and predicts on cached features
+    trained, train_source, test_source = model, train_data, test_data
+    if uses_feature_cache(built.module, config.model, augmenter):
+        train_source, test_source = cached_feature_data(model, train_data, test_data, dataset_key, normalization,
+                                                        show_progress)
+        trained = model.head
+        metrics["transfer"]["features_cached"] = True
+    result = fit(trained, train_source, _on(train_positions, device), _on(val_positions, device), config,
+                 on_epoch_end=save_history, augment=augmenter, show_progress=show_progress, fast=fast)
     save_history(result.history)
     metrics.update(epochs=result.epochs_completed, train_time_s=result.train_time_s, best_epoch=result.best_epoch,
-                   stop_reason=result.stop_reason)
+                   stop_reason=result.stop_reason, compile_time_s=result.compile_time_s)
     probabilities = None
     if result.status == "complete":
-        probabilities = predict_probabilities(model, test_data, settings.eval_batch_size, augment_config.test_time)
+        inference_started = time.perf_counter()
+        with fast.autocast():
+            probabilities = predict_probabilities(trained, test_source, settings.eval_batch_size,
+                                                  augment_config.test_time)
+        metrics["test_time_s"] = time.perf_counter() - inference_started
         if not np.isfinite(probabilities).all():
             result.status = "diverged"
             metrics["stop_reason"] = ("Training ended, but the model's test outputs are NaN or infinite: its weights "
@@ -154,6 +173,8 @@ def _on(positions: np.ndarray, device: torch.device) -> torch.Tensor:
 
 
 def _model_label(config: ExperimentConfig) -> str:
+    if config.model.backbone:
+        return f"{config.model.backbone} + head ({len(config.model.head or ['Dense: classes'])} layers)"
     return config.model.name if config.model.name else f"custom ({len(config.model.layers or [])} layers)"
 
 

@@ -12,20 +12,38 @@ from cnnlab.config import OptimizerSection, ScheduleSection
 
 
 def make_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.Optimizer:
-    """Build the optimiser; each parameter group remembers its base lr in ``base_lr``."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Build the optimiser; each parameter group remembers its base lr in ``base_lr``.
+
+    A model with ``lr_groups()`` (a pretrained backbone and its head) gets one group per part,
+    at ``settings.lr`` times that part's factor."""
+    params: list = [p for p in model.parameters() if p.requires_grad]
+    fused = _fused(params)
+    if hasattr(model, "lr_groups"):
+        params = [{"params": group, "lr": settings.lr * factor} for group, factor in model.lr_groups() if group]
     if settings.name == "sgd":
         optimizer = torch.optim.SGD(
             params, lr=settings.lr, momentum=settings.momentum,
-            nesterov=settings.nesterov and settings.momentum > 0, weight_decay=settings.weight_decay,
+            nesterov=settings.nesterov and settings.momentum > 0, weight_decay=settings.weight_decay, fused=fused,
         )
     elif settings.name == "adam":
-        optimizer = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
+                                     fused=fused)
     else:
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
+                                      fused=fused)
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
+
+
+def _fused(params: list[torch.Tensor]) -> bool | None:
+    """One fused kernel per step instead of several per tensor (same update; tested against the
+    unfused optimiser): for float32 parameters on a CPU or CUDA device."""
+    if not params:
+        return None
+    devices = {p.device.type for p in params}
+    return True if devices <= {"cpu", "cuda"} and len(devices) == 1 and all(
+        p.dtype == torch.float32 for p in params) else None
 
 
 def kernel_weights(model: nn.Module, layers: str = "all") -> list[torch.Tensor]:

@@ -187,3 +187,128 @@ def plot_comparison_curves(
         axes.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def plot_kernel_grid(pictures: np.ndarray, title: str = "First-layer kernels") -> Figure:
+    """Kernels as small pictures in [0, 1], shaped (K, kh, kw, 3) for colour or (K, kh, kw) for grey,
+    16 to a row. Drawn as one mosaic (one axes), so even 64 kernels draw in milliseconds."""
+    pictures = np.asarray(pictures, dtype=np.float32)
+    rgb = pictures if pictures.ndim == 4 else np.repeat(pictures[..., None], 3, axis=-1)
+    columns = max(1, min(16, len(rgb)))
+    rows = max(1, math.ceil(len(rgb) / columns))
+    figure = new_figure(min(0.6 * columns + 0.4, 11), min(0.6 * rows + 0.6, 11))
+    axes = figure.subplots()
+    axes.imshow(_mosaic(list(rgb), columns), interpolation="nearest")
+    axes.axis("off")
+    axes.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_feature_maps(images: np.ndarray, maps: np.ndarray, captions: Sequence[str], layer_name: str) -> Figure:
+    """One row per image: the image (uint8, (C, H, W)) on the left, its feature maps (N, channels,
+    h, w) on the right, each map in its own colour range (viridis)."""
+    from matplotlib import colormaps
+
+    count, channels = maps.shape[0], maps.shape[1]
+    colour = colormaps["viridis"]
+    tiles = [colour(_unit_range(maps[row, channel]))[..., :3] for row in range(count) for channel in range(channels)]
+    figure = new_figure(0.75 * (channels + 1) + 0.6, 0.8 * count + 0.7)
+    image_axes, map_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, channels]})
+    image_axes.imshow(_mosaic([_as_rgb(image) for image in images], 1), interpolation="nearest")
+    map_axes.imshow(_mosaic(tiles, channels), interpolation="nearest")
+    image_axes.set_yticks(_tile_centres(count, images.shape[2]), labels=list(captions), fontsize=7)
+    image_axes.set_xticks([])
+    map_axes.set_xticks(_tile_centres(channels, maps.shape[3]), labels=[f"#{c}" for c in range(channels)], fontsize=6)
+    map_axes.set_yticks([])
+    map_axes.set_title(f"Feature maps of layer {layer_name}", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def plot_grad_cam(images: np.ndarray, cam_rows: Sequence[np.ndarray], row_labels: Sequence[str],
+                  captions: Sequence[str]) -> Figure:
+    """One column per image (uint8, (C, H, W)): the image, then one row per set of Grad-CAM maps
+    (N, H, W) in [0, 1] blended (jet) over a grey copy of it."""
+    from matplotlib import colormaps
+
+    count = len(images)
+    jet = colormaps["jet"]
+    tiles = [_as_rgb(image) for image in images]
+    for cams in cam_rows:
+        for image, cam in zip(images, cams):
+            grey = np.repeat(image.astype(np.float32).mean(axis=0)[..., None] / 255, 3, axis=-1)
+            tiles.append(0.55 * grey + 0.45 * jet(np.clip(cam, 0, 1))[..., :3])
+    figure = new_figure(1.3 * max(count, 1) + 1.0, 1.35 * (len(cam_rows) + 1) + 0.6)
+    axes = figure.subplots()
+    axes.imshow(_mosaic(tiles, max(count, 1)), interpolation="nearest")
+    height, width = images.shape[2], images.shape[3]
+    axes.set_xticks(_tile_centres(count, width), labels=list(captions), fontsize=6)
+    axes.xaxis.tick_top()
+    axes.set_yticks(_tile_centres(len(cam_rows) + 1, height), labels=["image", *row_labels], fontsize=7)
+    axes.tick_params(length=0)
+    for spine in axes.spines.values():
+        spine.set_visible(False)
+    figure.tight_layout()
+    return figure
+
+
+MOSAIC_GAP = 1  # pixels of white between tiles (in tile pixels)
+
+
+def _mosaic(tiles: Sequence[np.ndarray], columns: int) -> np.ndarray:
+    """Equal-sized (H, W, 3) tiles in [0, 1] laid out ``columns`` to a row, with white gaps."""
+    height, width = tiles[0].shape[:2]
+    rows = math.ceil(len(tiles) / columns)
+    canvas = np.ones((rows * (height + MOSAIC_GAP) - MOSAIC_GAP, columns * (width + MOSAIC_GAP) - MOSAIC_GAP, 3),
+                     dtype=np.float32)
+    for position, tile in enumerate(tiles):
+        top, left = (position // columns) * (height + MOSAIC_GAP), (position % columns) * (width + MOSAIC_GAP)
+        canvas[top:top + height, left:left + width] = tile
+    return canvas
+
+
+def _tile_centres(count: int, size: int) -> list[float]:
+    return [index * (size + MOSAIC_GAP) + (size - 1) / 2 for index in range(count)]
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 (C, H, W) as float (H, W, 3) in [0, 1]; grey repeated to three channels."""
+    pixels = np.transpose(image[:3], (1, 2, 0)).astype(np.float32) / 255
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
+
+
+def _unit_range(values: np.ndarray) -> np.ndarray:
+    low, span = float(values.min()), float(np.ptp(values))
+    return (values - low) / span if span > 0 else np.zeros_like(values)
+
+
+def plot_lr_finder(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequence[float],
+                   suggested_lr: float | None, config_lr: float | None = None,
+                   divergence_lr: float | None = None) -> Figure:
+    """Loss against learning rate (log axis): raw and smoothed, with the suggestion, the config's
+    own lr and the point where the loss blew up marked."""
+    figure = new_figure(6.5, 3.8)
+    axes = figure.subplots()
+    axes.plot(lrs, losses, color="tab:gray", alpha=0.4, linewidth=1, label="loss per step")
+    axes.plot(lrs, smoothed, color="tab:blue", linewidth=2, label="smoothed loss")
+    markers = ((suggested_lr, "tab:green", "suggested"), (config_lr, "tab:orange", "config lr"),
+               (divergence_lr, "tab:red", "loss diverges"))
+    for value, color, label in markers:
+        if value is not None:
+            axes.axvline(value, color=color, linestyle="--", linewidth=1.2, label=f"{label} {value:.2g}")
+    finite = np.asarray([value for value in smoothed if np.isfinite(value)], dtype=float)
+    if len(finite):
+        # up to 4x the smoothed minimum (where the sweep stops), so the blow-up does not flatten the curve
+        low = min(finite.min(), min((value for value in losses if np.isfinite(value)), default=finite.min()))
+        top = max(min(finite.max(), 4 * finite.min()), finite[0])
+        margin = 0.05 * max(top - low, 1e-9)
+        axes.set_ylim(low - margin, top + margin)
+    axes.set_xscale("log")
+    axes.set_xlabel("learning rate")
+    axes.set_ylabel("training loss")
+    axes.set_title("Learning-rate finder")
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure

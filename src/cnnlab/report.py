@@ -1,8 +1,9 @@
 """Reports built from a run directory alone: ``report.md`` and a self-contained
 ``report.html`` for one run, and a side-by-side comparison of several runs.
 
-Nothing here loads a dataset or a model: the trainer saved the predictions and the
-test images the analysis shows, so any report can be rebuilt or re-styled later."""
+Nothing here loads a dataset: the trainer saved the predictions and the test images the
+analysis shows, so any report can be rebuilt or re-styled later. Only the "looking inside"
+section (``cnnlab.report_inside``) rebuilds the model from its saved weights, on those images."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cnnlab.report_document import (
     format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
+from cnnlab.report_inside import inside_section
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
@@ -100,6 +102,7 @@ def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
     else:
         blocks += _per_class(run.interpretation, figures) + _confusion(run.interpretation, figures)
         blocks += _examples(run, figures, worst_n)
+        blocks += inside_section(run, figures)
     blocks += _appendix(run)
     title = f"cnnlab report: {run.metrics.get('name', run.run_dir.name)}"
     markdown_path = run.run_dir / REPORT_MARKDOWN

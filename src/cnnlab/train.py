@@ -14,12 +14,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from cnnlab.averaging import WeightAverage
 from cnnlab.batches import DeviceImages
 from cnnlab.config import ExperimentConfig
+from cnnlab.fast_path import FastPath
 from cnnlab.optim import apply_lr, kernel_weights, l2_penalty, lr_factor_function, make_optimizer
 
 EpochCallback = Callable[[list[dict]], None]
-Augment = Callable[[torch.Tensor], torch.Tensor]
+Augment = Callable[..., torch.Tensor]  # augment(images, positions=..., epoch=...)
 
 
 @dataclass
@@ -29,6 +31,7 @@ class TrainResult:
     best_epoch: Optional[int] = None
     stop_reason: str = ""
     status: str = "complete"
+    compile_time_s: float = 0.0  # torch.compile's one-time cost, not part of train_time_s
 
     @property
     def epochs_completed(self) -> int:
@@ -38,13 +41,17 @@ class TrainResult:
 
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
         config: ExperimentConfig, on_epoch_end: EpochCallback | None = None,
-        augment: Augment | None = None, show_progress: bool = True) -> TrainResult:
+        augment: Augment | None = None, show_progress: bool = True, fast: FastPath | None = None) -> TrainResult:
     """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``.
 
     Stops early when asked, restores the best weights when asked, and stops with
-    status "diverged" when the loss becomes NaN or infinite."""
+    status "diverged" when the loss becomes NaN or infinite. ``fast`` says the precision, layout
+    and compilation (default: float32, as built)."""
     settings = config.train
+    fast = fast or FastPath(data.device)
     optimizer = make_optimizer(model, config.optimizer)
+    scaler = fast.grad_scaler()
+    average = WeightAverage(model, settings.ema_decay) if settings.ema_decay else None
     lr_factor = lr_factor_function(config.schedule, config.optimizer.lr, settings.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     kernels = kernel_weights(model, config.optimizer.l2_layers) if config.optimizer.l2 > 0 else []
@@ -52,6 +59,11 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
     steps_per_epoch = _steps_per_epoch(len(train_indices), settings.batch_size)
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None
     result = TrainResult()
+    step_model = model
+    if fast.compile:
+        step_model, result.compile_time_s = compile_model(model, data, train_indices[:settings.batch_size], fast)
+    # Reading a value from the device waits for the queued work: on a GPU, only once per epoch.
+    sync_on_device = data.device.type != "cpu"
     started = time.perf_counter()
 
     for epoch in range(1, settings.epochs + 1):
@@ -63,21 +75,28 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
         seen = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{settings.epochs}", leave=False,
                    disable=not show_progress or not sys.stderr.isatty(), unit="batch")
-        report_every = max(1, steps_per_epoch // 20)
+        report_every = steps_per_epoch if sync_on_device else max(1, steps_per_epoch // 20)
         for step in range(steps_per_epoch):
             lr = apply_lr(optimizer, lr_factor(epoch - 1 + step / steps_per_epoch))
-            images, labels = data.batch(order[step * settings.batch_size:(step + 1) * settings.batch_size])
+            positions = order[step * settings.batch_size:(step + 1) * settings.batch_size]
+            images, labels = data.batch(positions)
             if augment is not None:
-                images = augment(images)
-            logits = model(images)
-            loss = criterion(logits, labels) + l2_penalty(kernels, config.optimizer.l2)
+                images = augment(images, positions=positions, epoch=epoch)
+            with fast.autocast():
+                logits = step_model(images)
+                loss = criterion(logits.float(), labels) + l2_penalty(kernels, config.optimizer.l2)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if average is not None:
+                average.update()
             loss_sum += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if (step + 1) % report_every == 0 or step + 1 == steps_per_epoch:
+            if sync_on_device and step + 1 < steps_per_epoch:
+                bar.update(1)
+            elif (step + 1) % report_every == 0 or step + 1 == steps_per_epoch:
                 running = loss_sum.item() / seen
                 if not math.isfinite(running):
                     _nan_row(result, epoch, lr, epoch_started)
@@ -87,21 +106,26 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
         bar.close()
         row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
                "val_loss": float("nan"), "val_accuracy": float("nan"), "lr": lr}
-        if len(val_indices):
-            row["val_loss"], row["val_accuracy"] = evaluate_indices(model, data, val_indices, settings.eval_batch_size)
+        validated = len(val_indices) > 0 and (epoch % settings.validate_every == 0 or epoch == settings.epochs)
+        if validated:
+            with fast.autocast():
+                row["val_loss"], row["val_accuracy"] = evaluate_indices(step_model, data, val_indices,
+                                                                        settings.eval_batch_size)
         row["epoch_time_s"] = time.perf_counter() - epoch_started
         result.history.append(row)
         if on_epoch_end is not None:
             on_epoch_end(result.history)
         if show_progress:
             print(_epoch_line(row, settings.epochs), file=sys.stderr, flush=True)
-        if not math.isfinite(row["val_loss"]) and len(val_indices):
+        if validated and not math.isfinite(row["val_loss"]):
             return _diverged(result, epoch, steps_per_epoch, steps_per_epoch, lr, started, None, where="validation")
-        if stopper is not None and stopper.update(row, model):
+        if validated and stopper is not None and stopper.update(row, model):
             result.stop_reason = (f"early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs "
                                   f"after epoch {stopper.best_epoch}")
             break
 
+    if average is not None:
+        average.copy_to_model()
     result.train_time_s = time.perf_counter() - started
     if stopper is not None:
         result.best_epoch = stopper.best_epoch
@@ -127,6 +151,27 @@ def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
     return loss_sum.item() / len(indices), correct.item() / len(indices)
+
+
+def compile_model(model: nn.Module, data: DeviceImages, positions: torch.Tensor,
+                  fast: FastPath) -> tuple[nn.Module, float]:
+    """torch.compile ``model`` and pay its one-time cost now, on one batch (training and evaluation
+    graphs), leaving weights, statistics and gradients as they were. Returns (compiled, seconds)."""
+    started = time.perf_counter()
+    compiled = torch.compile(model)
+    state = copy.deepcopy(model.state_dict())
+    images, labels = data.batch(positions)
+    with fast.autocast():
+        nn.functional.cross_entropy(compiled(images).float(), labels).backward()
+        model.eval()
+        with torch.no_grad():
+            compiled(images)
+        model.train()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    if data.device.type == "cuda":
+        torch.cuda.synchronize(data.device)
+    return compiled, time.perf_counter() - started
 
 
 def _steps_per_epoch(samples: int, batch_size: int) -> int:

@@ -74,7 +74,8 @@ class DatasetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    normalize: Literal["scale", "zscore", "imagenet", "none"] = "scale"
+    # "backbone": the pretrained backbone's own mean/std (the default whenever model.backbone is set)
+    normalize: Literal["scale", "zscore", "imagenet", "none", "backbone"] = "scale"
     subset: int | None = Field(default=None, ge=1, description="use only the first N training images")
     test_subset: int | None = Field(default=None, ge=1, description="use only the first N test images")
     image_size: int | tuple[int, int] | None = Field(

@@ -32,11 +32,15 @@ class ZooEntry:
     reported_time_s: float | None = None  # the report's own training time, on its own machine
     available: bool = True
     unavailable_reason: str = ""
+    # a pretrained backbone's settings (backbone, trainable, input_size, ...: the model section's keys);
+    # `layers` is then the head on its features
+    backbone: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Entries often share a recipe or layer list; each keeps its own copy so no edit leaks.
         self.layers = copy.deepcopy(list(self.layers))
         self.recipe = copy.deepcopy(dict(self.recipe))
+        self.backbone = copy.deepcopy(self.backbone)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

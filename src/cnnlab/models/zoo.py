@@ -3,12 +3,12 @@
     from cnnlab.models import zoo
     entry = zoo.get_entry("keras/cifar10/model7")   # layers, recipe, reported accuracy and time
 
-Entries are registered by `zoo_lab4` (reports 000/002) and `zoo_cifar10` (reports 001, 003, 004)
-when this module is imported."""
+Entries are registered by `zoo_lab4` (reports 000/002), `zoo_cifar10` (reports 001, 003, 004) and
+`zoo_transfer` (efficientnet-lite0 transfer learning) when this module is imported."""
 
 from __future__ import annotations
 
-from cnnlab.models import zoo_cifar10, zoo_lab4  # noqa: F401  (importing them registers their entries)
+from cnnlab.models import zoo_cifar10, zoo_fast, zoo_lab4, zoo_transfer  # noqa: F401  (importing them registers their entries)
 from cnnlab.models.registry import (
     DATASET_INPUT_SHAPES, PRETRAINED_REASON, ZooEntry, get_entry, list_entries, make_recipe, register,
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.models.registry import PRETRAINED_REASON, ZooEntry, make_recipe, register
+from cnnlab.models.registry import ZooEntry, make_recipe, register
 
 # --------------------------------------------------------------------------- report 001
 
@@ -34,10 +34,10 @@ register(entry_001("cifar10/cnn-dropout", CNN_DROPOUT_001, 0.6207, "validation",
                    "cifar10/cnn with Dropout 0.25 before each max-pool and before the last Dense"))
 register(entry_001("cifar10/cnn-batchnorm", CNN_BATCHNORM_001, 0.6347, "validation",
                    "cifar10/cnn-dropout with BatchNorm before each Dropout"))
-register(entry_001("cifar10/vgg16-features", ["VGG16: imagenet, frozen", "Flatten", "Dense: 512, relu",
-                                              "Dense: 10, softmax"], 0.5533, "validation",
-                   "Frozen VGG16 (ImageNet) features with a new 512-unit head (14,982,474 parameters)",
-                   available=False, unavailable_reason=PRETRAINED_REASON))
+register(entry_001("cifar10/vgg16-features", ["Flatten", "Dense: 512, relu", "Dense: 10, softmax"], 0.5533,
+                   "validation", "Frozen VGG16 (ImageNet) features of the 32x32 images (1x1x512, so pooling is "
+                   "flattening) with a new 512-unit head (14,982,474 parameters)",
+                   backbone={"backbone": "vgg16", "trainable": "none", "input_size": 32}))
 
 # --------------------------------------------------------------------------- report 003
 
@@ -57,7 +57,7 @@ L2_SCHEDULE = {"name": "piecewise", "boundaries": [51, 76], "values": [0.001, 0.
 
 def entry_003(name: str, accuracy: float, description: str, epochs: int = 10, layers: list[str] | None = None,
               **sections) -> ZooEntry:
-    fields = {key: sections.pop(key) for key in ("available", "unavailable_reason") if key in sections}
+    fields = {key: sections.pop(key) for key in ("available", "unavailable_reason", "backbone") if key in sections}
     return ZooEntry(name=name, dataset="cifar10", layers=layers or BN_CNN, recipe=make_recipe(epochs, **sections),
                     description=f"{description}. {ASSUMED_003}.", source=SOURCE_003, reported_accuracy=accuracy,
                     **fields)
@@ -76,16 +76,18 @@ register(entry_003("cifar10/bn-cnn-l2", 0.8221,
                    "epoch 50, 3e-4 after 75 (the report's code never reaches 3e-4: its elif comes too late), "
                    "100 epochs", epochs=100, dataset=ZSCORE, augment=AUGMENT_003,
                    optimizer={"name": "adam", "lr": 1e-3, "l2": 1e-4, "l2_layers": "conv"}, schedule=L2_SCHEDULE))
+VGG16_HEAD = ["Flatten", "Dense: 256, relu", "BatchNorm", "Dropout", "Dense: 10, softmax"]
 register(entry_003("cifar10/vgg16-block3", 0.8162,
-                   "First three VGG16 blocks (ImageNet), Dense 256 relu, batch norm, dropout, 10 classes; 5 epochs",
-                   epochs=5, dataset=ZSCORE,
-                   layers=["VGG16-block3: imagenet", "Flatten", "Dense: 256, relu", "BatchNorm", "Dropout",
-                           "Dense: 10, softmax"], available=False, unavailable_reason=PRETRAINED_REASON))
+                   "First three VGG16 blocks (ImageNet), Dense 256 relu, batch norm, dropout, 10 classes; 5 epochs. "
+                   "Here the blocks are fine-tuned at the head's lr, their 4x4x256 output is average-pooled (the "
+                   "report flattened it) and inputs get the backbone's ImageNet mean/std (the report: z-score)",
+                   epochs=5, layers=VGG16_HEAD,
+                   backbone={"backbone": "vgg16", "truncate_blocks": 3, "trainable": "all", "input_size": 32,
+                             "backbone_lr_factor": 1.0}))
 register(entry_003("cifar10/vgg16-full", 0.8347,
-                   "All five VGG16 blocks (ImageNet, ImageNet mean/std input) with the vgg16-block3 head; 5 epochs",
-                   epochs=5, dataset={"name": "cifar10", "normalize": "imagenet"},
-                   layers=["VGG16: imagenet", "Flatten", "Dense: 256, relu", "BatchNorm", "Dropout",
-                           "Dense: 10, softmax"], available=False, unavailable_reason=PRETRAINED_REASON))
+                   "All five VGG16 blocks (ImageNet, ImageNet mean/std input) with the vgg16-block3 head, fine-tuned "
+                   "at the head's lr; 5 epochs", epochs=5, layers=VGG16_HEAD,
+                   backbone={"backbone": "vgg16", "trainable": "all", "input_size": 32, "backbone_lr_factor": 1.0}))
 
 # --------------------------------------------------------------------------- report 004
 
@@ -152,8 +154,10 @@ register(entry_004("tprf/three-blocks-batchnorm", three_blocks(batch_norm=True, 
                    "tprf/three-blocks-dropout with BatchNorm2d after each convolution; the report gives no score, "
                    "only that it reaches its best sooner", recipe=SCHEDULE_RECIPE, assumed=SCHEDULE_ASSUMED))
 register(ZooEntry(name="tprf/squeezenet", dataset="cifar10",
-                  layers=["SqueezeNet: imagenet", "Conv2d: 10, 1", "ReLU", "GlobalAvgPool"],
+                  layers=["Conv2d: 10, 1", "ReLU", "GlobalAvgPool"],
                   recipe=make_recipe(30, optimizer={"name": "sgd", "lr": 0.01}),
-                  description="SqueezeNet (ImageNet) fine-tuned at lr 0.01: NaN losses from the first epoch in the "
+                  description="SqueezeNet 1.1 (ImageNet) fine-tuned at lr 0.01 with a new 1x1-convolution classifier "
+                              "(on pooled features), inputs resized to 224: NaN losses from the first epoch in the "
                               "report (it needed lr 1e-8); a divergence cnnlab should detect and explain",
-                  source=SOURCE_004, available=False, unavailable_reason=PRETRAINED_REASON))
+                  source=SOURCE_004,
+                  backbone={"backbone": "squeezenet1_1", "trainable": "all", "backbone_lr_factor": 1.0}))

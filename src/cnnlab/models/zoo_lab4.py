@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.models.registry import PRETRAINED_REASON, ZooEntry, make_recipe, register
+from cnnlab.models.registry import ZooEntry, make_recipe, register
 
 KERAS_SOURCE = "report 000, Keras part"
 TORCH_SOURCE = "report 000, PyTorch part"
@@ -92,14 +92,16 @@ register(keras_entry("keras/cifar10/model9", "cifar10", KERAS_MODEL7, 0.7208, 32
                      "model7 with augmentation: horizontal flips and shifts of 0.1", augment=dict(SHIFT_FLIP)))
 register(keras_entry("keras/cifar10/model10", "cifar10", KERAS_MODEL7, 0.7633, 1557.88,
                      "model9 trained for 100 epochs (the report's model9bis)", epochs=100, augment=dict(SHIFT_FLIP)))
-register(keras_entry("keras/cifar10/resnet50", "cifar10",
-                     ["ResNet50: imagenet", "GlobalAvgPool", "Dense: 10, 'softmax'"], 0.7363, 1153.49,
-                     "ResNet50 with ImageNet weights, a new 10-class head, all layers trained",
-                     available=False, unavailable_reason=PRETRAINED_REASON))
-register(keras_entry("keras/cifar10/resnet50-da", "cifar10",
-                     ["ResNet50: imagenet", "GlobalAvgPool", "Dense: 10, 'softmax'"], 0.7615, 1172.44,
+# ResNet50 fine-tuned whole at the recipe's one learning rate, on the 32x32 images as given (ImageNet
+# mean/std input, batch-norm statistics updated as Keras does for trainable layers).
+RESNET50_ALL = {"backbone": "resnet50", "trainable": "all", "input_size": 32, "batchnorm": "train",
+                "backbone_lr_factor": 1.0}
+register(keras_entry("keras/cifar10/resnet50", "cifar10", ["Dense: 10, 'softmax'"], 0.7363, 1153.49,
+                     "ResNet50 with ImageNet weights (global average pooling), a new 10-class head, all layers "
+                     "trained on 32x32 inputs", backbone=RESNET50_ALL))
+register(keras_entry("keras/cifar10/resnet50-da", "cifar10", ["Dense: 10, 'softmax'"], 0.7615, 1172.44,
                      "keras/cifar10/resnet50 with model9's augmentation", augment=dict(SHIFT_FLIP),
-                     available=False, unavailable_reason=PRETRAINED_REASON))
+                     backbone=RESNET50_ALL))
 
 # --------------------------------------------------------------------------- PyTorch, MNIST
 
@@ -138,9 +140,9 @@ register(torch_entry("torch/cifar10/praisnet", "cifar10", PRAISNET, 0.6980, 160.
 register(torch_entry("torch/cifar10/praisynet", "cifar10", PRAISNET, 0.7718, 899.34,
                      "PraisNet with augmentation (RandomAffine scale 0.2-1.2 shear 10, flips, rotation 10), "
                      "100 epochs", epochs=100, augment=PRAISYNET_AUGMENT))
-register(torch_entry("torch/cifar10/resnet50", "cifar10", ["ResNet50: imagenet", "GlobalAvgPool", "Linear: 10"],
-                     0.8243, 1076.82, "ResNet50 with ImageNet weights, fine-tuned with a new 10-class layer",
-                     available=False, unavailable_reason=PRETRAINED_REASON))
-register(torch_entry("torch/cifar10/resnet50-da", "cifar10", ["ResNet50: imagenet", "GlobalAvgPool", "Linear: 10"],
-                     0.8067, 1079.93, "torch/cifar10/resnet50 with augmentation (PraisyNet's assumed)",
-                     augment=PRAISYNET_AUGMENT, available=False, unavailable_reason=PRETRAINED_REASON))
+register(torch_entry("torch/cifar10/resnet50", "cifar10", ["Linear: 10"], 0.8243, 1076.82,
+                     "ResNet50 with ImageNet weights, fine-tuned with a new 10-class layer (32x32 inputs assumed)",
+                     backbone=RESNET50_ALL))
+register(torch_entry("torch/cifar10/resnet50-da", "cifar10", ["Linear: 10"], 0.8067, 1079.93,
+                     "torch/cifar10/resnet50 with augmentation (PraisyNet's assumed)", augment=PRAISYNET_AUGMENT,
+                     backbone=RESNET50_ALL))
