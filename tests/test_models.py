@@ -226,6 +226,8 @@ def test_every_zoo_model_trains_one_step(name):
     assert torch.isfinite(logits).all()
     nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
     for parameter_name, parameter in built.module.named_parameters():
+        if not parameter.requires_grad:  # frozen by design (a patch-whitening layer's filters)
+            continue
         assert parameter.grad is not None, f"{name}: {parameter_name} gets no gradient"
         assert torch.isfinite(parameter.grad).all(), f"{name}: {parameter_name} has a NaN gradient"
 

@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
     features.add_argument("--weights", type=Path, help="weights file to use instead of the run's or the backbone's usual one")
     features.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda or cuda:N")
+    features.add_argument("--input-size", type=int, help="backbones only: resize images to this size "
+                                                          "(default: the backbone's own, 224 for efficientnet-lite0)")
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
     return parser
 
@@ -309,13 +311,13 @@ def command_lr_find(args: argparse.Namespace) -> int:
 def command_features(args: argparse.Namespace) -> int:
     from cnnlab.features import run_features
 
-    for option in ("subset", "test_subset", "batch_size"):
+    for option in ("subset", "test_subset", "batch_size", "input_size"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             raise CnnlabError(f"--{option.replace('_', '-')} must be a positive number of images, "
                               f"not {getattr(args, option)}.")
     print(run_features(args.source, args.dataset, out=args.out, data_dir=args.data_dir, subset=args.subset,
                        test_subset=args.test_subset, batch_size=args.batch_size, weights=args.weights,
-                       device_name=args.device, show_progress=not args.quiet))
+                       device_name=args.device, show_progress=not args.quiet, input_size=args.input_size))
     return 0
 
 

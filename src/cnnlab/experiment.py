@@ -18,6 +18,7 @@ from cnnlab.batches import DeviceImages, cached_normalization
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError, TrainingDiverged
 from cnnlab.fast_path import choose_fast_path
+from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
 from cnnlab.models.transfer_model import transfer_settings
 from cnnlab.transfer import backbone_normalization, cached_feature_data, uses_feature_cache
 
@@ -94,6 +95,8 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     model = fast.prepare(built.module)
     train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device, fast.channels_last)
     test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device, fast.channels_last)
+    if needs_data_initialization(model):  # a patch-whitening first layer: set from 5,000 training images
+        initialize_from_data(model, train_data.batch(_on(train_positions[:5000], device))[0])
     if augmenter is not None:
         save_augmentation_examples(run_dir, train_data, augmenter, train_positions[:8])
     _log(show_progress, f"{dataset.name}: {len(train_positions)} train, {len(val_positions)} validation, "

@@ -49,26 +49,28 @@ class FastPath:
 def choose_fast_path(settings, device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> FastPath:
     """Resolve "auto" settings for ``device`` and ``model`` (settings: the config's train section).
 
-    auto precision: bfloat16 on a GPU that has it (float16 otherwise) and on a CPU with bfloat16 matrix
-    units (Intel AMX), where convolutions run several times faster; float32 elsewhere. auto
-    channels-last: on a GPU for any convolutional model; on a CPU for colour images or two or more
-    convolutions (measured: a single convolution on grey images, keras/mnist/model1, runs slower in
-    channels-last, deeper networks run 1.2-2x faster)."""
+    "Convolutional" below means a model with a convolution on colour images or with two or more
+    convolutions: measured here, a single convolution on grey images (keras/mnist/model1) runs slower
+    in channels-last and gains nothing from bfloat16, while deeper networks run 2-4x faster.
+    auto precision: bfloat16 on a GPU that has it (float16 otherwise), and on a CPU with bfloat16
+    matrix units (Intel AMX) for convolutional models; float32 elsewhere. auto channels-last: on a
+    GPU for any model with a convolution; on a CPU for convolutional models."""
+    convolutions = sum(isinstance(module, nn.Conv2d) for module in model.modules())
+    colour = len(input_shape) == 3 and input_shape[0] >= 3
+    convolutional = convolutions > 0 and (colour or convolutions >= 2)
     precision = settings.precision
     if precision == "auto":
         if device.type == "cuda":
             precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        elif device.type == "cpu" and cpu_has_bf16_matrix_units():
+        elif device.type == "cpu" and convolutional and cpu_has_bf16_matrix_units():
             precision = "bf16"
         else:
             precision = "fp32"
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError(f'train.precision "fp16" needs a CUDA GPU (this run is on {device.type}): use bf16 or fp32.')
-    convolutions = sum(isinstance(module, nn.Conv2d) for module in model.modules())
     channels_last = settings.channels_last
     if channels_last == "auto":
-        colour = len(input_shape) == 3 and input_shape[0] >= 3
-        channels_last = convolutions > 0 and (device.type == "cuda" or colour or convolutions >= 2)
+        channels_last = convolutions > 0 and (device.type == "cuda" or convolutional)
     return FastPath(device, precision, bool(channels_last), bool(settings.compile))
 
 
@@ -80,3 +82,11 @@ def cpu_has_bf16_matrix_units() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags and torch.backends.mkldnn.is_available()
+
+
+def automatic_fast_path(device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> FastPath:
+    """The automatic choices without a config, for inference outside training (feature extraction)."""
+    from types import SimpleNamespace
+
+    return choose_fast_path(SimpleNamespace(precision="auto", channels_last="auto", compile=False), device,
+                            input_shape, model)

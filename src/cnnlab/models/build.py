@@ -11,6 +11,7 @@ from torch import nn
 from cnnlab.errors import ConfigError, ShapeError
 from cnnlab.models.layers import LayerSpec, parse_layers
 from cnnlab.models.summary import SummaryRow, count_parameters
+from cnnlab.models.whitening import PatchWhitening
 
 SOFTMAX_NOTE = ("Final softmax folded into the loss: the network outputs logits, CrossEntropyLoss applies "
                 "log-softmax, probabilities are softmax(logits).")
@@ -214,6 +215,19 @@ def _build_activation(spec: LayerSpec, shape: Shape, n_classes: int):
     return [("", activation or nn.Identity())], shape, spec.type_name
 
 
+def _build_whiten(spec: LayerSpec, shape: Shape, n_classes: int):
+    _need_image(spec, shape)
+    kernel = spec.options["kernel"]
+    if kernel > min(shape[1:]):
+        raise _shape_error(spec, shape, f"patches of {kernel}x{kernel} do not fit the image")
+    layer = PatchWhitening(shape[0], kernel)
+    return [("", layer)], (layer.out_channels, shape[1] - kernel + 1, shape[2] - kernel + 1), spec.type_name
+
+
+def _build_scale(spec: LayerSpec, shape: Shape, n_classes: int):
+    return [("", Scale(spec.options["factor"]))], shape, spec.type_name
+
+
 class GlobalAveragePool(nn.Module):
     """Average each channel over height and width: (N, C, H, W) -> (N, C), like Keras's GlobalAveragePooling2D."""
 
@@ -221,10 +235,25 @@ class GlobalAveragePool(nn.Module):
         return images.mean(dim=(2, 3))
 
 
+class Scale(nn.Module):
+    """Multiply by a constant: a low output scale (e.g. 1/8) keeps early logits small, as fast
+    CIFAR-10 recipes do before the softmax."""
+
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, inputs):
+        return inputs * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"
+
+
 BUILDERS = {
     "conv": _build_conv, "max_pool": _build_pool, "avg_pool": _build_pool, "global_avg_pool": _build_global_pool,
     "batch_norm": _build_batch_norm, "dropout": _build_dropout, "flatten": _build_flatten, "dense": _build_dense,
-    "activation": _build_activation,
+    "activation": _build_activation, "whiten": _build_whiten, "scale": _build_scale,
 }
 
 

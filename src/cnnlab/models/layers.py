@@ -31,6 +31,7 @@ LAYER_NAMES = {
     "Dropout": "dropout", "Flatten": "flatten", "Dense": "dense", "Linear": "dense", "Activation": "activation",
     "ReLU": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "ELU": "elu", "GELU": "gelu",
     "LeakyReLU": "leaky_relu", "Softmax": "softmax",
+    "Whiten": "whiten", "PatchWhitening": "whiten", "Scale": "scale", "Multiply": "scale",
 }
 
 
@@ -48,6 +49,7 @@ KERAS_DISPLAY_NAMES = {
     "conv": "Conv2D", "max_pool": "MaxPooling2D", "avg_pool": "AveragePooling2D",
     "global_avg_pool": "GlobalAveragePooling2D", "batch_norm": "BatchNormalization",
     "dropout": "Dropout", "flatten": "Flatten", "dense": "Dense", "activation": "Activation",
+    "whiten": "PatchWhitening", "scale": "Scale",
 }
 # BatchNorm becomes BatchNorm2d or BatchNorm1d once the incoming shape is known.
 TORCH_DISPLAY_NAMES = {"conv": "Conv2d", "max_pool": "MaxPool2d", "avg_pool": "AvgPool2d",
@@ -66,9 +68,11 @@ ARGUMENTS = {
     "flatten": (),
     "dense": ("units", "activation"),
     "activation": ("activation",),
+    "whiten": ("kernel",),
+    "scale": ("factor",),
 }
 REQUIRED = {"conv": ("filters", "kernel"), "max_pool": ("pool",), "avg_pool": ("pool",),
-            "dense": ("units",), "activation": ("activation",)}
+            "dense": ("units",), "activation": ("activation",), "whiten": ("kernel",), "scale": ("factor",)}
 ARGUMENT_ALIASES = {
     "out": "filters", "out_channels": "filters", "kernel_size": "kernel", "strides": "stride",
     "pool_size": "pool", "size": "pool", "p": "rate", "out_features": "units", "name": "activation",
@@ -79,6 +83,8 @@ EXAMPLES = {
     "avg_pool": '"AvgPool: 2, 2, valid" (pool, stride, padding)',
     "dropout": '"Dropout: 0.25"', "dense": '"Dense: 128, relu" (units[, activation])',
     "activation": '"Activation: relu"',
+    "whiten": '"Whiten: 2" (patch size: a frozen convolution set from the training images\' patch covariance)',
+    "scale": '"Scale: 0.125" (multiplies its input by a constant)',
 }
 
 
@@ -127,7 +133,8 @@ def parse_layer(spec: str | Mapping[str, Any], position: int) -> LayerSpec:
         hint = re.sub(r'"(.*)"', lambda match: f'"{PRETTY_NAMES[match.group(1)]}"', did_you_mean(key, PRETTY_NAMES))
         raise ConfigError(f'Layer {position} "{text}": unknown layer type "{type_name}".'
                           f"{hint} Known types: Conv2D, Conv2d, MaxPooling, AvgPool, "
-                          "GlobalAvgPool, BatchNorm, Dropout, Flatten, Dense, Linear, Activation, ReLU, Softmax.")
+                          "GlobalAvgPool, BatchNorm, Dropout, Flatten, Dense, Linear, Activation, ReLU, Softmax, "
+                          "Whiten, Scale.")
     kind = LAYER_KINDS[key]
     style = "torch" if type_name in TORCH_NAMES or key == "linear" else "keras"
     display = _display_name(kind, style)
@@ -235,6 +242,10 @@ def _check_options(spec: LayerSpec, options: dict[str, Any]) -> dict[str, Any]:
             checked[name] = _rate(spec, value)
         elif name == "activation":
             checked[name] = _activation(spec, value)
+        elif name == "factor":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{_capital(spec.describe())}: the factor must be a positive number, not {value!r}.")
+            checked[name] = float(value)
     if spec.kind == "dropout":
         checked.setdefault("rate", 0.5)
     if spec.kind in ("max_pool", "avg_pool"):

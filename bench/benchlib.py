@@ -1,0 +1,88 @@
+"""What every benchmark script shares: running a peer in a fresh process, hardware and version
+capture, summary statistics, and writing the JSON + Markdown results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def hardware() -> dict:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": model, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+
+
+def versions(extra: dict | None = None) -> dict:
+    import torch
+
+    import cnnlab
+
+    found = {"python": platform.python_version(), "torch": torch.__version__, "cnnlab": cnnlab.__version__,
+             "numpy": np.__version__}
+    return {**found, **(extra or {})}
+
+
+def run_json(command: list[str], env: dict | None = None) -> dict:
+    """Run ``command`` in a fresh process; return the JSON object on its last stdout line."""
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["process_wall_s"] = time.perf_counter() - started
+    return result
+
+
+def cnnlab_train(config: str, overrides: list[str]) -> dict:
+    """Train with the `cnnlab` command into a temporary run directory; return its metrics."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "run"
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "cnnlab", "train", config, *overrides, "--out", str(out), "--quiet"],
+                              capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(f"cnnlab train {config} failed:\n{done.stderr[-3000:]}")
+        metrics = json.loads((out / "metrics.json").read_text())
+        history = (out / "history.csv").read_text().splitlines()
+    metrics["process_wall_s"] = wall
+    metrics["epoch_times_s"] = [float(line.split(",")[6]) for line in history[1:]]
+    return metrics
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{values[0]:.4f}" if values else "-"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def write_results(name: str, payload: dict, markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(payload, indent=2)), (".md", markdown)):
+        path = RESULTS / f"{name}{suffix}"
+        temporary = path.with_suffix(suffix + ".tmp")
+        temporary.write_text(text + "\n")
+        temporary.replace(path)
+    print(markdown)

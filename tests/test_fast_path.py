@@ -1,0 +1,175 @@
+"""The fast path gives the results of a straightforward implementation: same seed, same data order,
+same losses (float32 on CPU), identical augmentation; its automatic choices are the documented ones."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cnnlab.augment import build_augmenter, parse_augment
+from cnnlab.averaging import WeightAverage
+from cnnlab.batches import DeviceImages, fit_normalization
+from cnnlab.config import load_config
+from cnnlab.data import DatasetConfig, load_dataset
+from cnnlab.errors import ConfigError
+from cnnlab.fast_path import FastPath, choose_fast_path
+from cnnlab.models import create_model
+from cnnlab.models.whitening import PatchWhitening, initialize_from_data, needs_data_initialization
+from cnnlab.optim import make_optimizer
+from cnnlab.train import _steps_per_epoch, fit
+
+LAYERS = ["Conv2D: 8, 3, 1, same", "BatchNorm", "MaxPooling: 2", "Flatten", "Dense: 32", "Dense: classes"]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dataset = load_dataset(DatasetConfig(name="digits"))
+    normalization = fit_normalization("scale", dataset.train_images)
+    return DeviceImages(dataset.train_images, dataset.train_labels, normalization, CPU)
+
+
+def reference_epoch_losses(model: nn.Module, data: DeviceImages, indices: torch.Tensor, epochs: int,
+                           batch_size: int, seed: int) -> list[float]:
+    """The textbook loop: shuffle with the same generator, slice, normalise, Adam (unfused), mean loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
+    generator = torch.Generator().manual_seed(seed)
+    images = data.images.float() * data.multiplier + data.offset
+    losses = []
+    for _ in range(epochs):
+        order = indices[torch.randperm(len(indices), generator=generator)]
+        total, seen = 0.0, 0
+        for step in range(_steps_per_epoch(len(indices), batch_size)):
+            batch = order[step * batch_size:(step + 1) * batch_size]
+            loss = nn.functional.cross_entropy(model(images[batch]), data.labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+        losses.append(total / seen)
+    return losses
+
+
+def test_training_loop_matches_a_plain_reference_loop(digits):
+    config = load_config("examples/digits.yaml", ["train.epochs=3", "train.batch_size=50", "train.precision=fp32",
+                                                  "train.channels_last=false", "train.seed=3",
+                                                  "schedule.name=constant"])
+    torch.manual_seed(0)
+    model = create_model({"layers": LAYERS}, (1, 8, 8), 10).module
+    reference_model = copy.deepcopy(model)
+    indices = torch.arange(1200)
+    result = fit(model, digits, indices, torch.arange(0), config, show_progress=False,
+                 fast=FastPath(CPU, "fp32", channels_last=False))
+    expected = reference_epoch_losses(reference_model, digits, indices, 3, 50, seed=3)
+    np.testing.assert_allclose([row["train_loss"] for row in result.history], expected, rtol=1e-4)
+    for trained, reference in zip(model.parameters(), reference_model.parameters()):
+        torch.testing.assert_close(trained, reference, rtol=1e-3, atol=1e-4)
+
+
+def test_bf16_channels_last_training_follows_float32(digits):
+    """Mixed precision changes rounding, not the result: the same run in bf16 + channels-last learns as well."""
+    config = load_config("examples/digits.yaml", ["train.epochs=4", "train.batch_size=50"])
+    indices, test = torch.arange(1400), torch.arange(1400, len(digits))
+    accuracies = {}
+    for fast in (FastPath(CPU, "fp32"), FastPath(CPU, "bf16", channels_last=True)):
+        torch.manual_seed(0)
+        model = fast.prepare(create_model({"layers": LAYERS}, (1, 8, 8), 10).module)
+        fit(model, digits, indices, torch.arange(0), config, show_progress=False, fast=fast)
+        model.eval()
+        with torch.no_grad(), fast.autocast():
+            images, labels = digits.batch(test)
+            accuracies[fast.precision] = (model(images).argmax(1) == labels).float().mean().item()
+    assert accuracies["fp32"] > 0.85
+    assert abs(accuracies["bf16"] - accuracies["fp32"]) < 0.03
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_fused_optimiser_takes_the_unfused_step(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    twin = copy.deepcopy(model)
+    settings = load_config("examples/digits.yaml", [f"optimizer.name={name}", "optimizer.momentum=0.9",
+                                                    "optimizer.weight_decay=0.01"]).optimizer
+    fused = make_optimizer(model, settings)
+    assert fused.defaults.get("fused") is True
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    extra = {"momentum": 0.9} if name == "sgd" else {}
+    plain = kind(twin.parameters(), lr=settings.lr, weight_decay=0.01, foreach=False, **extra)
+    inputs, targets = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    for optimizer, network in ((fused, model), (plain, twin)):
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(network(inputs), targets).backward()
+            optimizer.step()
+    for left, right in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(left, right, rtol=1e-5, atol=1e-6)
+
+
+def test_same_seed_gives_identical_augmentation():
+    config = parse_augment({"horizontal_flip": True, "width_shift_range": 0.1, "rotation_range": 10,
+                            "random_crop": {"padding": 2}, "cutout": {"size": 3}})
+    images = torch.rand(64, 3, 16, 16)
+    first = build_augmenter(config, (3, 16, 16), "cpu", seed=5)(images)
+    second = build_augmenter(config, (3, 16, 16), "cpu", seed=5)(images)
+    other = build_augmenter(config, (3, 16, 16), "cpu", seed=6)(images)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
+    augmenter = build_augmenter(parse_augment({"alternating_flip": True}), (1, 4, 4), "cpu", seed=0)
+    images = torch.rand(1000, 1, 4, 4)
+    positions = torch.randperm(1000)
+    first = augmenter(images, positions=positions, epoch=1)
+    second = augmenter(images, positions=positions, epoch=2)
+    third = augmenter(images, positions=positions, epoch=3)
+    flipped = [(batch == images.flip(3)).flatten(1).all(1) for batch in (first, second, third)]
+    assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])
+    assert 0.45 < flipped[0].float().mean() < 0.55  # half the images, chosen per image
+
+
+def test_weight_average_is_the_exponential_moving_average():
+    model = nn.Linear(3, 2)
+    average = WeightAverage(model, decay=0.9, every=1)
+    expected = [p.detach().clone() for p in model.parameters()]
+    for _ in range(4):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        average.update()
+        expected = [0.9 * old + 0.1 * new.detach() for old, new in zip(expected, model.parameters())]
+    average.copy_to_model()
+    for parameter, wanted in zip(model.parameters(), expected):
+        torch.testing.assert_close(parameter.detach(), wanted)
+
+
+def test_patch_whitening_decorrelates_patches():
+    torch.manual_seed(0)
+    mixing = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.5, 0.5, 0.7]])
+    images = torch.einsum("dc,nchw->ndhw", mixing, torch.randn(300, 3, 12, 12)).cumsum(dim=3)  # correlated
+    model = create_model({"layers": ["Whiten: 2", "GELU", "Flatten", "Dense: classes"]}, (3, 12, 12), 10).module
+    assert needs_data_initialization(model)
+    initialize_from_data(model, images)
+    assert not needs_data_initialization(model)
+    layer = next(m for m in model.modules() if isinstance(m, PatchWhitening))
+    assert not layer.weight.requires_grad and layer.bias.requires_grad
+    outputs = nn.functional.conv2d(images, layer.weight[:12]).permute(0, 2, 3, 1).reshape(-1, 12)
+    covariance = torch.cov(outputs.T)
+    torch.testing.assert_close(covariance, torch.eye(12), atol=0.05, rtol=0)
+
+
+def test_automatic_choices():
+    settings = load_config("examples/digits.yaml").train
+    mlp = create_model({"layers": ["Flatten", "Dense: 16", "Dense: classes"]}, (1, 8, 8), 10).module
+    one_conv = create_model({"layers": ["Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10).module
+    deep = create_model({"layers": ["Conv2D: 4, 3", "Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10).module
+    assert choose_fast_path(settings, CPU, (1, 8, 8), mlp) == FastPath(CPU, "fp32", False, False)
+    assert choose_fast_path(settings, CPU, (1, 8, 8), one_conv).channels_last is False
+    assert choose_fast_path(settings, CPU, (1, 8, 8), deep).channels_last is True
+    forced = load_config("examples/digits.yaml", ["train.precision=fp32", "train.channels_last=false"]).train
+    assert choose_fast_path(forced, CPU, (1, 8, 8), deep) == FastPath(CPU, "fp32", False, False)
+    with pytest.raises(ConfigError, match="fp16"):
+        choose_fast_path(load_config("examples/digits.yaml", ["train.precision=fp16"]).train, CPU, (1, 8, 8), deep)
