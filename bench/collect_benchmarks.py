@@ -30,11 +30,11 @@ def main() -> None:
                     and not path.stem.endswith("-quick"))
     for name in names:
         text = (RESULTS / f"{name}.md").read_text().strip()
-        parts.append(text.replace("\n# ", "\n## ").replace("# ", "## ", 1) if text.startswith("# ") else text)
+        parts.append(_demoted(text))
     gpu = [name for name in GPU_RESULTS if (RESULTS / f"{name}.md").exists()]
     parts.append("## GPU\n")
     if gpu:
-        parts += [(RESULTS / f"{name}.md").read_text().strip() for name in gpu]
+        parts += [_demoted((RESULTS / f"{name}.md").read_text().strip()) for name in gpu]
     else:
         parts.append("Not measured: no session of this project has been lent a GPU yet (the `device` tool's status "
                      "said `can_start_another: false`). The rows the speed issue asks for (fast/cifar10 against "
@@ -42,6 +42,11 @@ def main() -> None:
                      "report's time) stay unmeasured until then; nothing here estimates them.")
     (ROOT / "BENCHMARKS.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote BENCHMARKS.md from {len(names) + len(gpu)} result files")
+
+
+def _demoted(text: str) -> str:
+    """Each result file's headings one level down, under this page's title."""
+    return "\n".join("#" + line if line.startswith("#") else line for line in text.splitlines())
 
 
 if __name__ == "__main__":

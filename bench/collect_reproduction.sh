@@ -14,4 +14,16 @@ for run in "$@"; do
     cp "$dir"/{config.yaml,metrics.json,history.csv,environment.json} "$dest/$name/"
   done
 done
-python3 bench/reproduction_table.py "$dest" --out docs/reproduction.md --append bench/reproduction_notes.md
+# report 001's batch-size study (a sweep suite): its table, with the report's figures beside ours
+sweeps=()
+for run in "$@"; do
+  for sweep in "$run"/*/sweep.md; do
+    [ -f "$sweep" ] || continue
+    name=$(basename "$(dirname "$sweep")")
+    mkdir -p "$dest/$name"
+    # a section of docs/reproduction.md: one heading level down, without the run folder's figure link
+    { echo "## $name (\`cnnlab suite suites/$name.yaml\`)"; echo; sed -e '1d' -e '/^!\[/d' "$sweep"; } > "$dest/$name/sweep.md"
+    sweeps+=("$dest/$name/sweep.md")
+  done
+done
+python3 bench/reproduction_table.py "$dest" --out docs/reproduction.md --append "${sweeps[@]}" bench/reproduction_notes.md

@@ -282,3 +282,18 @@ def test_create_model_accepts_names_and_layer_lists():
     assert create_model({"layers": ["Flatten", "Dense: classes"]}, (1, 8, 8), 3).rows[-1].output_shape == (3,)
     with pytest.raises(ConfigError, match="not both"):
         create_model({"name": "mlp", "layers": ["Flatten"]}, (1, 8, 8), 10)
+
+
+def test_keras_names_take_keras_initialisation_and_torch_names_pytorchs():
+    torch.manual_seed(0)
+    keras = create_model({"layers": ["Conv2D: 16, 3", "Flatten", "Dense: classes"]}, (3, 8, 8), 10).module
+    torch_style = create_model({"layers": ["Conv2d: 16, 3", "Flatten", "Linear: classes"]}, (3, 8, 8), 10).module
+    for layer in (m for m in keras.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+        fan_in = layer.weight[0].numel()
+        fan_out = layer.weight.shape[0] * (layer.weight[0, 0].numel() if layer.weight.dim() == 4 else 1)
+        glorot_limit = (6 / (fan_in + fan_out)) ** 0.5
+        assert layer.weight.abs().max() <= glorot_limit
+        assert layer.weight.abs().max() > 0.9 * glorot_limit  # uniform over the whole Glorot range
+        assert torch.count_nonzero(layer.bias) == 0
+    for layer in (m for m in torch_style.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
+        assert torch.count_nonzero(layer.bias) > 0  # PyTorch's default: uniform biases

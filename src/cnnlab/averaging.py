@@ -11,7 +11,8 @@ from torch import nn
 
 
 class WeightAverage:
-    """average = decay * average + (1 - decay) * weights, after each optimiser step.
+    """average = decay * average + (1 - decay) * weights, after each optimiser step, with
+    decay = min(decay, (1 + steps) / (10 + steps)) so a short run's average is not its initial weights.
 
     Updating every ``every`` steps with decay**every costs 1/every of the work and tracks the same
     average to first order. Buffers (batch-norm statistics) are not averaged: the model's own are
@@ -29,7 +30,10 @@ class WeightAverage:
         self.steps += 1
         if self.steps % self.every:
             return
-        weight = 1 - self.decay ** self.every
+        # Early on the average would be mostly the random initial weights: like TensorFlow's
+        # ExponentialMovingAverage(num_updates), the decay grows from 0.1 towards its set value.
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        weight = 1 - decay ** self.every
         torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], weight)
 
     @torch.no_grad()

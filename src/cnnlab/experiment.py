@@ -109,10 +109,12 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     # a frozen backbone without augmentation runs once: the head trains and predicts on cached features
     trained, train_source, test_source = model, train_data, test_data
     if uses_feature_cache(built.module, config.model, augmenter):
+        features_started = time.perf_counter()
         train_source, test_source = cached_feature_data(model, train_data, test_data, dataset_key, normalization,
                                                         show_progress)
         trained = model.head
-        metrics["transfer"]["features_cached"] = True
+        # computing the features (or reading them from the cache) is not part of train_time_s
+        metrics["transfer"].update(features_cached=True, features_time_s=time.perf_counter() - features_started)
     result = fit(trained, train_source, _on(train_positions, device), _on(val_positions, device), config,
                  on_epoch_end=save_history, augment=augmenter, show_progress=show_progress, fast=fast)
     save_history(result.history)

@@ -43,6 +43,7 @@ class FeatureExtractor:
     weights_digest: str
     weights_source: str
     dataset_config: dict[str, Any]  # image_size and normalisation a run was trained with, else {}
+    input_size: int | None = None  # backbones: the size images are resized to
 
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return self.module(self.prepare(images_uint8)).flatten(1)
@@ -75,7 +76,7 @@ def open_extractor(source: str, weights: Path | None, device: torch.device,
         return (_resize(pixels, (size, size)) - mean) / std
 
     return FeatureExtractor(backbone.name, "backbone", module, prepare, backbone.weights_digest,
-                            backbone.weights_source, {})
+                            backbone.weights_source, {}, size)
 
 
 def _run_extractor(run_dir: Path, weights: Path | None, device: torch.device) -> FeatureExtractor:
@@ -197,7 +198,8 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
         "extraction_time_s": extraction_time_s, "knn_fit_time_s": knn.fit_time_s,
         "linear_fit_time_s": linear.fit_time_s, "time_s": time.perf_counter() - started,
         "weights_source": extractor.weights_source, "weights_digest": extractor.weights_digest,
-        "device": str(device), "batch_size": batch_size, "input_size": input_size,
+        "device": str(device), "batch_size": batch_size, "input_size": extractor.input_size,
+        "environment": runs.capture_environment(str(device), None),
     }
     runs.write_json_atomic(folder / runs.METRICS_FILE, metrics)
     write_features_report(folder, metrics, dataset.classes, dataset.test_labels, {"kNN": knn, "Linear probe": linear})

@@ -11,12 +11,13 @@ from cnnlab.models.registry import ZooEntry, make_recipe, register
 
 SOURCE = "cnnlab fast recipes"
 
-# Three 3x3 conv / batch-norm / max-pool stages and a linear classifier on the 3x3x128 map:
+# Three 3x3 conv / ReLU / batch-norm / max-pool stages and a linear classifier on the 3x3x128 map:
 # 0.1M parameters, ~15 MFLOPs per image; batch norm lets it take a one-cycle schedule's high peak.
-MNIST_LAYERS = ["Conv2D: 32, 3, 1, same", "BatchNorm", "MaxPooling: 2",
-                "Conv2D: 64, 3, 1, same", "BatchNorm", "MaxPooling: 2",
-                "Conv2D: 128, 3, 1, same", "BatchNorm", "MaxPooling: 2",
-                "Flatten", "Dense: classes"]
+# PyTorch layer names, so PyTorch's default initialisation (the recipes were tuned with it).
+MNIST_LAYERS = ["Conv2d: 32, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
+                "Conv2d: 64, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
+                "Conv2d: 128, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
+                "Flatten", "Linear: classes"]
 MNIST_RECIPE = make_recipe(
     2, batch_size=128, validation_split=0.0,
     optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
@@ -49,9 +50,9 @@ def cifar10_layers(widths: tuple[int, int, int]) -> list[str]:
     linear classifier and a 1/9 output scale."""
     layers = ["Whiten: 2", "GELU"]
     for width in widths:
-        layers += [f"Conv2D: {width}, 3, 1, same, none", "MaxPooling: 2", "BatchNorm", "GELU",
-                   f"Conv2D: {width}, 3, 1, same, none", "BatchNorm", "GELU"]
-    return layers + ["MaxPooling: 3", "Flatten", "Dense: classes", "Scale: 0.1111"]
+        layers += [f"Conv2d: {width}, 3, 1, same", "MaxPooling: 2", "BatchNorm", "GELU",
+                   f"Conv2d: {width}, 3, 1, same", "BatchNorm", "GELU"]
+    return layers + ["MaxPooling: 3", "Flatten", "Linear: classes", "Scale: 0.1111"]
 
 
 def cifar10_recipe(epochs: int, cutout: int = 0) -> dict:
