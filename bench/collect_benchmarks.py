@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ORDER = ["cpu_speed", "fast_mnist", "fast_mnist-fast-mnist-99.5", "fast_cifar10_cpu", "report_speed"]
+ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
 GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_report_models"]
 
 HEADER = """# Benchmarks
