@@ -6,8 +6,9 @@ import hashlib
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -41,26 +42,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
-                   show_progress: bool = True, runs_root: Path = Path("runs")) -> Path:
-    """Train and evaluate ``config``; return the run directory holding every artefact and the report.
+@dataclass
+class PreparedExperiment:
+    """What training and the learning-rate finder both start from; built before any file is written."""
 
-    Every check a user's input can fail runs before the run directory is created. Raises
-    TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
-    from cnnlab.analysis import Interpretation
-    from cnnlab.augment import build_augmenter, describe, parse_augment
+    device: torch.device
+    dataset: Any
+    built: Any  # cnnlab.models.BuiltModel
+    train_positions: np.ndarray
+    val_positions: np.ndarray
+    dataset_key: str  # identity of the pixels, for caches
+    normalization: Any  # cnnlab.batches.Normalization
+    augment_config: Any
+    augmenter: Any
+
+
+def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None) -> PreparedExperiment:
+    """Threads, device and seed; the dataset, model, validation split, normalisation and augmenter.
+    Every check a user's input can fail runs here."""
+    from cnnlab.augment import build_augmenter, parse_augment
     from cnnlab.data import load_dataset, split_validation
-    from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
-    from cnnlab.models import count_parameters, create_model, format_summary
-    from cnnlab.report import write_report
-    from cnnlab.train import fit
+    from cnnlab.models import create_model
 
     settings = config.train
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
     seed_everything(settings.seed)
-
     dataset = load_dataset(config.dataset, data_dir)
     built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
     train_positions, val_positions = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
@@ -71,6 +79,29 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
                      or cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_positions))
     augment_config = parse_augment(config.augment)
     augmenter = build_augmenter(augment_config, dataset.input_shape, device, settings.seed, normalization)
+    return PreparedExperiment(device, dataset, built, train_positions, val_positions, dataset_key, normalization,
+                              augment_config, augmenter)
+
+
+def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
+                   show_progress: bool = True, runs_root: Path = Path("runs")) -> Path:
+    """Train and evaluate ``config``; return the run directory holding every artefact and the report.
+
+    Every check a user's input can fail runs before the run directory is created. Raises
+    TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
+    from cnnlab.analysis import Interpretation
+    from cnnlab.augment import describe
+    from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
+    from cnnlab.models import count_parameters, format_summary
+    from cnnlab.report import write_report
+    from cnnlab.train import fit
+
+    settings = config.train
+    prepared = prepare_experiment(config, data_dir)
+    device, dataset, built = prepared.device, prepared.dataset, prepared.built
+    train_positions, val_positions = prepared.train_positions, prepared.val_positions
+    dataset_key, normalization = prepared.dataset_key, prepared.normalization
+    augment_config, augmenter = prepared.augment_config, prepared.augmenter
     fast = choose_fast_path(settings, device, dataset.input_shape, built.module)
 
     run_dir = runs.make_run_dir(config.name, out, runs_root)

@@ -9,7 +9,6 @@ lr-find never writes a run's weights."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import sys
@@ -64,28 +63,16 @@ def sweep_lrs(start: float, end: float, steps: int) -> np.ndarray:
 def find_lr(config: ExperimentConfig, data_dir: Path | None = None, start: float = 1e-7, end: float = 10.0,
             steps: int = 100, show_progress: bool = True) -> LrFinderResult:
     """Run the sweep for ``config`` and return the curve with its suggestion and diagnosis."""
-    from cnnlab.augment import build_augmenter, parse_augment
-    from cnnlab.batches import DeviceImages, cached_normalization
-    from cnnlab.data import load_dataset, split_validation
-    from cnnlab.experiment import resolve_device, seed_everything
-    from cnnlab.models import create_model
+    from cnnlab.batches import DeviceImages
+    from cnnlab.experiment import prepare_experiment
     from cnnlab.optim import apply_lr, kernel_weights, l2_penalty, make_optimizer
 
     lrs = sweep_lrs(start, end, steps)
     settings = config.train
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    device = resolve_device(settings.device)
-    seed_everything(settings.seed)
-    dataset = load_dataset(config.dataset, data_dir)
-    built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
-    train_positions, _ = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
-    # the same identity key as training, so a z-score normalisation is shared with the runs' cache
-    sample = hashlib.sha256(np.ascontiguousarray(dataset.train_images[::97]).tobytes()).hexdigest()
-    dataset_key = f"{dataset.name}|{dataset.source}|{dataset.train_images.shape}|{sample}"
-    normalization = (_backbone_normalization(built.module, config, dataset.input_shape[0])
-                     or cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_positions))
-    augmenter = build_augmenter(parse_augment(config.augment), dataset.input_shape, device, settings.seed, normalization)
+    # the same set-up as training (so a z-score normalisation is shared with the runs' cache)
+    prepared = prepare_experiment(config, data_dir)
+    device, dataset, built = prepared.device, prepared.dataset, prepared.built
+    train_positions, normalization, augmenter = prepared.train_positions, prepared.normalization, prepared.augmenter
     data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
     model = built.module.to(device).train()
     optimizer = make_optimizer(model, config.optimizer)
@@ -128,15 +115,6 @@ def find_lr(config: ExperimentConfig, data_dir: Path | None = None, start: float
     suggest(result)
     result.diagnosis = diagnose(result, end)
     return result
-
-
-def _backbone_normalization(module: nn.Module, config: ExperimentConfig, channels: int):
-    """A pretrained backbone's own mean/std, as training uses them (None for other models)."""
-    try:
-        from cnnlab.transfer import backbone_normalization
-    except ImportError:  # checkouts without transfer learning
-        return None
-    return backbone_normalization(module, config.dataset, channels)
 
 
 def suggest(result: LrFinderResult) -> None:
