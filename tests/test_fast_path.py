@@ -174,3 +174,25 @@ def test_automatic_choices():
     assert choose_fast_path(forced, CPU, (1, 8, 8), deep) == FastPath(CPU, "fp32", False, False)
     with pytest.raises(ConfigError, match="fp16"):
         choose_fast_path(load_config("examples/digits.yaml", ["train.precision=fp16"]).train, CPU, (1, 8, 8), deep)
+
+
+def test_cpu_bf16_runs_depthwise_convolutions_in_float32_only_when_training():
+    torch.manual_seed(0)
+    depthwise = nn.Conv2d(6, 6, 3, stride=2, groups=6)
+    pointwise = nn.Conv2d(6, 4, 1)
+    images = torch.randn(2, 6, 9, 9)
+    fast = FastPath(CPU, "bf16", True, False)
+    with fast.autocast():
+        assert depthwise(images).dtype == torch.float32  # gradients needed: float32
+        assert pointwise(images).dtype == torch.bfloat16  # other convolutions keep bfloat16
+        with torch.no_grad():
+            assert depthwise(images).dtype == torch.bfloat16  # inference keeps bfloat16
+    with FastPath(CPU, "bf16", True, True).autocast():  # compiled: plain autocast
+        assert depthwise(images).dtype == torch.bfloat16
+    # the gradients are float32's
+    with fast.autocast():
+        depthwise(images).square().sum().backward()
+    fast_grad = depthwise.weight.grad.clone()
+    depthwise.weight.grad = None
+    depthwise(images).square().sum().backward()
+    torch.testing.assert_close(fast_grad, depthwise.weight.grad)

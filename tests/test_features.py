@@ -43,7 +43,23 @@ def test_probes_separate_clusters():
     linear = linear_probe(features[:200], labels[:200], features[200:], labels[200:])
     assert knn.accuracy > 0.9 and linear.accuracy > 0.9
     assert knn.details["k"] in (1, 3, 5, 9, 15, 25)
+    by_c = linear.details["validation_accuracy_by_C"]
+    assert len(by_c) == 7 and by_c[str(linear.details["C"])] == max(by_c.values())
     assert confusion_matrix(labels[200:], linear.predictions, 3).sum() == 100
+
+
+def test_linear_probe_chooses_its_regularisation_on_validation():
+    # the class is the difference of two features that share a large common term: a strongly
+    # regularised probe leans on each feature's own correlation with the class (chance here), a weakly
+    # regularised one finds the difference
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 1000)
+    shared = 3 * rng.normal(size=1000)
+    features = np.stack([shared + (2 * labels - 1) * 0.5, shared + 0.1 * rng.normal(size=1000)], 1)
+    chosen = linear_probe(features[:500], labels[:500], features[500:], labels[500:], c_values=(0.0001, 1000.0))
+    fixed = linear_probe(features[:500], labels[:500], features[500:], labels[500:], c_values=(0.0001,))
+    assert chosen.details["C"] == 1000.0 and fixed.details["C"] == 0.0001
+    assert chosen.accuracy > 0.95 and fixed.accuracy < 0.6
 
 
 def test_features_of_a_run_write_metrics_and_report(digits_run, tmp_path):

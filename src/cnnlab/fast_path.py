@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import ConfigError
 
@@ -28,10 +30,18 @@ class FastPath:
     compile: bool = False
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision for the forward pass and the loss; a no-op for fp32."""
+        """Mixed precision for the forward pass and the loss; a no-op for fp32. On a CPU in bfloat16
+        (uncompiled), depthwise convolutions that need gradients run in float32: see
+        `DepthwiseInFloat32`."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+        autocast = torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES[self.precision])
+        if self.device.type != "cpu" or self.compile:
+            return autocast
+        stack = contextlib.ExitStack()
+        stack.enter_context(autocast)
+        stack.enter_context(DepthwiseInFloat32())
+        return stack
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """Loss scaling, which only float16 needs (bfloat16 has float32's range)."""
@@ -44,6 +54,29 @@ class FastPath:
 
     def to_dict(self) -> dict:
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile}
+
+
+class DepthwiseInFloat32(TorchFunctionMode):
+    """Runs depthwise convolutions (one filter per channel) in float32 while they need gradients.
+
+    PyTorch's CPU backward of a bfloat16 depthwise convolution is 3-10x slower than float32's in
+    channels-last (measured with torch 2.15 on an AMX Xeon, e.g. 672 channels, 5x5, stride 2: 143 ms
+    against 14 ms for a batch of 64), which made fine-tuning EfficientNet-style networks on a CPU
+    slower in bfloat16 than in float32. Under this mode those convolutions take float32 inputs with
+    autocast off; everything else keeps autocast's bfloat16. Without gradients (evaluation, feature
+    extraction) bfloat16 is as fast, so nothing changes there."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv2d and torch.is_grad_enabled() and len(args) >= 2:
+            images, weight = args[0], args[1]
+            if weight.dim() == 4 and weight.shape[1] == 1 and images.dim() == 4 and images.shape[1] == weight.shape[0] > 1:
+                args = tuple(arg.float() if isinstance(arg, torch.Tensor) else arg for arg in args)
+                kwargs = {key: value.float() if isinstance(value, torch.Tensor) else value
+                          for key, value in kwargs.items()}
+                with torch.autocast("cpu", enabled=False):
+                    return func(*args, **kwargs)
+        return func(*args, **kwargs)
 
 
 def choose_fast_path(settings, device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> FastPath:

@@ -192,6 +192,8 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
         "source": source, "kind": extractor.kind, "dataset": dataset_name, "data_source": dataset.source,
         "knn_accuracy": knn.accuracy, "linear_accuracy": linear.accuracy, "feature_dim": int(train.shape[1]),
         "k": knn.details["k"], "knn_validation_accuracy_by_k": knn.details["validation_accuracy_by_k"],
+        "linear_C": linear.details["C"],
+        "linear_validation_accuracy_by_C": linear.details["validation_accuracy_by_C"],
         "linear_converged": linear.details["converged"], "linear_iterations": linear.details["iterations"],
         "linear_max_iter": linear.details["max_iter"], "train_size": len(dataset.train_labels),
         "test_size": len(dataset.test_labels), "n_classes": dataset.n_classes, "image_shape": list(dataset.input_shape),
@@ -217,10 +219,11 @@ def write_features_report(folder: Path, metrics: dict[str, Any], class_names: li
         Paragraph("Penultimate-layer features of the network, frozen, for every train and test image; then two "
                   "classifiers fitted on the training features only. kNN: majority vote of the k most similar "
                   "training images (cosine similarity), k chosen on a 10% validation share of the training "
-                  "features. Linear probe: multinomial logistic regression (lbfgs) on standardised features."),
+                  "features. Linear probe: multinomial logistic regression (lbfgs) on standardised features, "
+                  "its L2 strength (1/C) chosen on the same validation share."),
         Table(["Metric", "Value"], [
             ["kNN test accuracy", f"{format_percent(metrics['knn_accuracy'])} (k = {metrics['k']})"],
-            ["Linear probe test accuracy", format_percent(metrics["linear_accuracy"])],
+            ["Linear probe test accuracy", f"{format_percent(metrics['linear_accuracy'])} (C = {metrics['linear_C']:g})"],
             ["Feature dimension", str(metrics["feature_dim"])],
             ["Train / test images", f"{metrics['train_size']:,} / {metrics['test_size']:,}"],
             ["Feature extraction", format_seconds(metrics["extraction_time_s"])],
@@ -236,6 +239,9 @@ def write_features_report(folder: Path, metrics: dict[str, Any], class_names: li
                               "converging; its accuracy is a slight underestimate."))
     if knn_rows:
         blocks += [Heading("Choosing k", 3), Table(["k", "Validation accuracy"], knn_rows)]
+    c_rows = [[c, format_percent(value)] for c, value in metrics["linear_validation_accuracy_by_C"].items()]
+    if c_rows:
+        blocks += [Heading("Choosing C", 3), Table(["C", "Validation accuracy"], c_rows)]
     n_classes = len(class_names)
     blocks += [Heading("Confusion matrices"), ImageRow([
         figures.add(f"confusion_{_slug(label).lower()}", plots.plot_confusion(
