@@ -11,7 +11,7 @@ from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
 from cnnlab.features import run_features
-from cnnlab.probes import confusion_matrix, knn_predict, knn_probe, linear_probe
+from cnnlab.probes import C_CHOICES, confusion_matrix, knn_predict, knn_probe, linear_probe
 
 REQUIRED = ("knn_accuracy", "linear_accuracy", "feature_dim", "time_s", "k", "dataset", "extraction_time_s",
             "knn_fit_time_s", "linear_fit_time_s", "train_size", "test_size")
@@ -44,7 +44,7 @@ def test_probes_separate_clusters():
     assert knn.accuracy > 0.9 and linear.accuracy > 0.9
     assert knn.details["k"] in (1, 3, 5, 9, 15, 25)
     by_c = linear.details["validation_accuracy_by_C"]
-    assert len(by_c) == 7 and by_c[str(linear.details["C"])] == max(by_c.values())
+    assert len(by_c) == len(C_CHOICES) and by_c[str(linear.details["C"])] == max(by_c.values())
     assert confusion_matrix(labels[200:], linear.predictions, 3).sum() == 100
 
 
