@@ -2,11 +2,14 @@
 
     python bench/transfer_table.py [runs/transfer]
 
-Every figure comes from a metrics.json; the section between the markers is replaced."""
+Every figure comes from a metrics.json; the section between the markers is replaced. A run whose
+folder is no longer on disk (run folders are not kept in git) keeps the row(s) this script wrote
+for it before, so re-running one experiment does not drop the others."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +22,8 @@ BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 
 def main() -> None:
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "runs" / "transfer"
+    text = DOC.read_text()
+    previous = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip("\n").split("\n") if BEGIN in text else []
     rows = ["| experiment | dataset | train / test images | input | epochs | test accuracy | time | hardware | command |",
             "|---|---|---|---|---|---|---|---|---|"]
     for name, command in (
@@ -28,6 +33,7 @@ def main() -> None:
                                      "--out runs/transfer/features-lite0-128px`")):
         features = folder / name / "metrics.json"
         if not features.exists():
+            rows += _previous_rows(previous, name)
             continue
         m = json.loads(features.read_text())
         size = m["input_size"]
@@ -44,6 +50,7 @@ def main() -> None:
                         ("lite0-finetune-160px-full-2ep", "full fine-tuning, same recipe at 160 px")):
         path = folder / name
         if not (path / "metrics.json").exists():
+            rows += _previous_rows(previous, name)
             continue
         m = json.loads((path / "metrics.json").read_text())
         environment = json.loads((path / "environment.json").read_text())
@@ -58,14 +65,25 @@ def main() -> None:
                     f"{m['epochs']} | {m['test_accuracy']:.2%} | training {m['train_time_s']:.0f} s{cached} | "
                     f"{environment['cpu']}, {environment['cpu_count']} cores, {m.get('fast_path', {}).get('precision')} "
                     f"| `{command}` |")
-    table = "\n".join(rows + _batchnorm_study(folder / "bn-study-9k"))
-    text = DOC.read_text()
+    study = _batchnorm_study(folder / "bn-study-9k") or _previous_study(previous)
+    table = "\n".join(rows + study)
     if BEGIN in text:
         text = text[:text.index(BEGIN)] + BEGIN + "\n" + table + "\n" + text[text.index(END):]
     else:
         text = text.rstrip() + "\n\n" + BEGIN + "\n" + table + "\n" + END + "\n"
     DOC.write_text(text)
     print(table)
+
+
+def _previous_rows(previous: list[str], run_name: str) -> list[str]:
+    """The rows written before for the run folder ``runs/transfer/RUN_NAME`` (found by its --out)."""
+    pattern = re.compile(rf"--out runs/transfer/{re.escape(run_name)}[`\s]")
+    return [line for line in previous if line.startswith("| ") and pattern.search(line)]
+
+
+def _previous_study(previous: list[str]) -> list[str]:
+    """The batch-norm study written before: everything after the first table's blank line."""
+    return previous[previous.index(""):] if "" in previous else []
 
 
 def _batchnorm_study(folder: Path) -> list[str]:

@@ -99,6 +99,7 @@ def test_backbone_features_get_three_channels_at_its_size(monkeypatch, tmp_path)
         return pretrained.Backbone(TinyBackbone(), 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 12, name, "test")
 
     monkeypatch.setattr(pretrained, "load_backbone", fake_load_backbone)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the feature cache, away from the user's
     out = run_features("efficientnet-lite0", "digits", out=tmp_path / "backbone", subset=300, test_subset=100,
                        batch_size=64, show_progress=False)
     metrics = json.loads((out / "metrics.json").read_text())

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda or cuda:N")
     features.add_argument("--input-size", type=int, help="backbones only: resize images to this size "
                                                           "(default: the backbone's own, 224 for efficientnet-lite0)")
+    features.add_argument("--no-cache", action="store_true",
+                          help="backbones: compute the features even when the feature cache (shared with `cnnlab "
+                               "train`) holds them; the fresh ones replace the cached")
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
     return parser
 
@@ -317,7 +320,8 @@ def command_features(args: argparse.Namespace) -> int:
                               f"not {getattr(args, option)}.")
     print(run_features(args.source, args.dataset, out=args.out, data_dir=args.data_dir, subset=args.subset,
                        test_subset=args.test_subset, batch_size=args.batch_size, weights=args.weights,
-                       device_name=args.device, show_progress=not args.quiet, input_size=args.input_size))
+                       device_name=args.device, show_progress=not args.quiet, input_size=args.input_size,
+                       use_cache=not args.no_cache))
     return 0
 
 

@@ -57,6 +57,13 @@ class PreparedExperiment:
     augmenter: Any
 
 
+def dataset_identity(dataset) -> str:
+    """Identity of a loaded dataset's pixels for caches: name, source, shape and a digest of every 97th
+    training image (a changed file changes it)."""
+    sample = hashlib.sha256(np.ascontiguousarray(dataset.train_images[::97]).tobytes()).hexdigest()
+    return f"{dataset.name}|{dataset.source}|{dataset.train_images.shape}|{sample}"
+
+
 def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None) -> PreparedExperiment:
     """Threads, device and seed; the dataset, model, validation split, normalisation and augmenter.
     Every check a user's input can fail runs here."""
@@ -72,9 +79,7 @@ def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None
     dataset = load_dataset(config.dataset, data_dir)
     built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
     train_positions, val_positions = split_validation(len(dataset.train_labels), settings.validation_split, settings.seed)
-    # identity of the pixels: name, source, shape and a sample of every 97th image (a changed file changes it)
-    sample = hashlib.sha256(np.ascontiguousarray(dataset.train_images[::97]).tobytes()).hexdigest()
-    dataset_key = f"{dataset.name}|{dataset.source}|{dataset.train_images.shape}|{sample}"
+    dataset_key = dataset_identity(dataset)
     normalization = (backbone_normalization(built.module, config.dataset, dataset.input_shape[0])
                      or cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_positions))
     augment_config = parse_augment(config.augment)

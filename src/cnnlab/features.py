@@ -5,8 +5,10 @@ metrics.json and a small report (report 003's kNN section).
 A run directory gives its network rebuilt from config.yaml + model.safetensors, read at the input
 of its last Dense/Linear layer; a backbone name gives ``cnnlab.models.pretrained.load_backbone``.
 Images go to the device as uint8 in batches and are converted there (grey to three channels,
-resized with ``F.interpolate``, normalised as the network expects). Features are not cached:
-extraction is the step whose inputs (pixels, weights) would need validating."""
+resized with ``F.interpolate``, normalised as the network expects). A backbone's features are
+cached in the same file `cnnlab train` uses for a frozen backbone (``cnnlab.transfer.feature_cache_file``:
+keyed by dataset pixels, backbone, weights digest, input size, truncation and normalisation), so
+either command reuses what the other computed; a run's features are computed every time."""
 
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class FeatureExtractor:
     weights_source: str
     dataset_config: dict[str, Any]  # image_size and normalisation a run was trained with, else {}
     input_size: int | None = None  # backbones: the size images are resized to
+    backbone: Any = None  # backbones: the loaded `cnnlab.models.pretrained.Backbone` (for the feature cache)
 
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
         return self.module(self.prepare(images_uint8)).flatten(1)
@@ -76,7 +79,7 @@ def open_extractor(source: str, weights: Path | None, device: torch.device,
         return (_resize(pixels, (size, size)) - mean) / std
 
     return FeatureExtractor(backbone.name, "backbone", module, prepare, backbone.weights_digest,
-                            backbone.weights_source, {}, size)
+                            backbone.weights_source, {}, size, backbone)
 
 
 def _run_extractor(run_dir: Path, weights: Path | None, device: torch.device) -> FeatureExtractor:
@@ -163,8 +166,10 @@ def extract_features(extractor: FeatureExtractor, images: np.ndarray, batch_size
 def run_features(source: str, dataset_name: str, out: Path | None = None, data_dir: Path | None = None,
                  subset: int | None = None, test_subset: int | None = None, batch_size: int = 128,
                  weights: Path | None = None, device_name: str = "auto", show_progress: bool = True,
-                 input_size: int | None = None) -> Path:
-    """Extract features, fit both probes, write metrics.json, report.md and report.html; return the folder."""
+                 input_size: int | None = None, use_cache: bool = True) -> Path:
+    """Extract features (a backbone's from the shared feature cache when it has them, unless
+    ``use_cache`` is false), fit both probes, write metrics.json, report.md and report.html; return
+    the folder."""
     from cnnlab.data import DatasetConfig, load_dataset
     from cnnlab.experiment import resolve_device
 
@@ -182,8 +187,18 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
     _log(show_progress, f"{dataset.name}: {len(dataset.train_labels)} train, {len(dataset.test_labels)} test images; "
                         f"features of {extractor.name} on {device}")
     extraction_started = time.perf_counter()
-    train = extract_features(extractor, dataset.train_images, batch_size, device, "train features", show_progress)
-    test = extract_features(extractor, dataset.test_images, batch_size, device, "test features", show_progress)
+    cache_path = _cache_path(extractor, dataset) if extractor.kind == "backbone" else None
+    cached = _read_cached(cache_path, dataset) if cache_path is not None and use_cache else None
+    if cached is not None:
+        train, test = cached
+        _log(show_progress, f"features read from the cache {cache_path}")
+    else:
+        train = extract_features(extractor, dataset.train_images, batch_size, device, "train features", show_progress)
+        test = extract_features(extractor, dataset.test_images, batch_size, device, "test features", show_progress)
+        if cache_path is not None:
+            from cnnlab.transfer import write_feature_cache
+
+            write_feature_cache(cache_path, torch.from_numpy(train), torch.from_numpy(test))
     extraction_time_s = time.perf_counter() - extraction_started
     _log(show_progress, f"features {train.shape[1]}-d in {extraction_time_s:.1f}s; fitting kNN and linear probe")
     knn = knn_probe(train, dataset.train_labels, test, dataset.test_labels, dataset.n_classes)
@@ -197,7 +212,8 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
         "linear_converged": linear.details["converged"], "linear_iterations": linear.details["iterations"],
         "linear_max_iter": linear.details["max_iter"], "train_size": len(dataset.train_labels),
         "test_size": len(dataset.test_labels), "n_classes": dataset.n_classes, "image_shape": list(dataset.input_shape),
-        "extraction_time_s": extraction_time_s, "knn_fit_time_s": knn.fit_time_s,
+        "extraction_time_s": extraction_time_s, "features_from_cache": cached is not None,
+        "feature_cache": str(cache_path) if cache_path is not None else None, "knn_fit_time_s": knn.fit_time_s,
         "linear_fit_time_s": linear.fit_time_s, "time_s": time.perf_counter() - started,
         "weights_source": extractor.weights_source, "weights_digest": extractor.weights_digest,
         "device": str(device), "batch_size": batch_size, "input_size": extractor.input_size,
@@ -207,6 +223,28 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
     write_features_report(folder, metrics, dataset.classes, dataset.test_labels, {"kNN": knn, "Linear probe": linear})
     _log(show_progress, f"kNN (k={knn.details['k']}) {knn.accuracy:.2%}, linear probe {linear.accuracy:.2%}")
     return folder
+
+
+def _cache_path(extractor: FeatureExtractor, dataset) -> Path:
+    """The shared feature-cache file for a backbone's features of ``dataset`` (as `cnnlab train` names it)."""
+    from cnnlab.experiment import dataset_identity
+    from cnnlab.transfer import feature_cache_file, normalization_for_backbone
+
+    backbone = extractor.backbone
+    normalization = normalization_for_backbone(backbone.mean, backbone.std, dataset.input_shape[0])
+    return feature_cache_file(backbone.name, backbone.weights_path, backbone.weights_source, extractor.input_size,
+                              len(getattr(backbone.module, "blocks", ())), normalization, dataset_identity(dataset),
+                              dataset.test_images)
+
+
+def _read_cached(path: Path, dataset) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cached train and test features when they exist and have one row per image."""
+    from cnnlab.transfer import read_feature_cache
+
+    cached = read_feature_cache(path)
+    if cached is None or len(cached["train"]) != len(dataset.train_labels) or len(cached["test"]) != len(dataset.test_labels):
+        return None
+    return cached["train"].float().numpy(), cached["test"].float().numpy()
 
 
 def write_features_report(folder: Path, metrics: dict[str, Any], class_names: list[str], test_labels: np.ndarray,
@@ -226,7 +264,8 @@ def write_features_report(folder: Path, metrics: dict[str, Any], class_names: li
             ["Linear probe test accuracy", f"{format_percent(metrics['linear_accuracy'])} (C = {metrics['linear_C']:g})"],
             ["Feature dimension", str(metrics["feature_dim"])],
             ["Train / test images", f"{metrics['train_size']:,} / {metrics['test_size']:,}"],
-            ["Feature extraction", format_seconds(metrics["extraction_time_s"])],
+            ["Feature extraction", format_seconds(metrics["extraction_time_s"])
+             + (" (read from the feature cache)" if metrics.get("features_from_cache") else "")],
             ["kNN (choose k, classify)", format_seconds(metrics["knn_fit_time_s"])],
             ["Linear probe fit", format_seconds(metrics["linear_fit_time_s"])],
             ["Total time", format_seconds(metrics["time_s"])],

@@ -36,7 +36,12 @@ def backbone_normalization(model: nn.Module, dataset_config, channels: int) -> N
         return None
     if explicit and mode != "backbone":
         return None  # the user asked for this mode: honour it (the run records it)
-    mean, std = list(model.mean), list(model.std)
+    return normalization_for_backbone(model.mean, model.std, channels)
+
+
+def normalization_for_backbone(mean, std, channels: int) -> Normalization:
+    """A backbone's mean/std as the normalisation of uint8 images with ``channels`` channels."""
+    mean, std = [float(value) for value in mean], [float(value) for value in std]
     if channels == 1:
         # grey images: the model turns them into three channels and renormalises each exactly
         mean, std = [float(np.mean(mean))], [float(np.mean(std))]
@@ -107,17 +112,35 @@ def compute_features(model: TransferModel, data: DeviceImages, batch_size: int =
 def feature_cache_path(model: TransferModel, dataset_key: str, test_data: DeviceImages,
                        normalization: Normalization) -> Path:
     """Where the features for this dataset, backbone, weights, input size, truncation and normalisation live."""
+    return feature_cache_file(model.backbone_name, model.weights_path, model.weights_source, model.input_size,
+                              len(model.backbone.blocks), normalization, dataset_key, test_data.images.cpu().numpy())
+
+
+def feature_cache_file(backbone_name: str, weights_path: Path | None, weights_source: str, input_size: int,
+                       blocks: int, normalization: Normalization, dataset_key: str, test_images: np.ndarray) -> Path:
+    """The cache file of one backbone's features of one dataset; `cnnlab train` (frozen backbone) and
+    `cnnlab features BACKBONE` share it, so whichever runs second reads what the first computed."""
     from cnnlab.data.locate import cache_root
     from cnnlab.models.pretrained import file_digest
 
-    weights_digest = file_digest(model.weights_path) if model.weights_path is not None else model.weights_source
-    test_sample = hashlib.sha256(test_data.images[::97].cpu().numpy().tobytes()).hexdigest()
-    identity = {"dataset": dataset_key, "test": [list(test_data.images.shape), test_sample],
-                "backbone": model.backbone_name, "weights": weights_digest, "input_size": model.input_size,
-                "blocks": len(model.backbone.blocks), "normalization": normalization.to_dict(), "version": 1}
+    weights_digest = file_digest(weights_path) if weights_path is not None else weights_source
+    test_sample = hashlib.sha256(np.ascontiguousarray(test_images[::97]).tobytes()).hexdigest()
+    identity = {"dataset": dataset_key, "test": [list(test_images.shape), test_sample],
+                "backbone": backbone_name, "weights": weights_digest, "input_size": input_size,
+                "blocks": blocks, "normalization": normalization.to_dict(), "version": 1}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    name = model.backbone_name.replace(":", "-").replace("/", "-")
+    name = backbone_name.replace(":", "-").replace("/", "-")
     return cache_root() / "features" / f"{name}-{digest}.safetensors"
+
+
+def read_feature_cache(path: Path) -> dict[str, torch.Tensor] | None:
+    """Cached "train" and "test" features, or None when the file is missing or damaged."""
+    return _read_cache(path)
+
+
+def write_feature_cache(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
+    """Store train and test features (float32, CPU); an unwritable cache is skipped silently."""
+    _write_cache(path, {"train": train.float().cpu(), "test": test.float().cpu()})
 
 
 def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
