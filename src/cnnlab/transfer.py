@@ -77,13 +77,13 @@ def cached_feature_data(model: TransferModel, train_data: DeviceImages, test_dat
                         normalization: Normalization, show_progress: bool = True) -> tuple[DeviceFeatures, DeviceFeatures]:
     """Train and test features of ``model``'s frozen backbone, read from the cache or computed once."""
     path = feature_cache_path(model, dataset_key, test_data, normalization)
-    features = _read_cache(path)
+    features = read_feature_cache(path)
     if features is None:
         if show_progress:
             print(f"computing {model.backbone_name} features of {len(train_data) + len(test_data)} images once "
                   f"(cached in {path})", file=sys.stderr, flush=True)
         features = {"train": compute_features(model, train_data), "test": compute_features(model, test_data)}
-        _write_cache(path, features)
+        write_feature_cache(path, features["train"], features["test"])
     elif show_progress:
         print(f"{model.backbone_name} features read from the cache {path}", file=sys.stderr, flush=True)
     device = train_data.device
@@ -135,15 +135,6 @@ def feature_cache_file(backbone_name: str, weights_path: Path | None, weights_so
 
 def read_feature_cache(path: Path) -> dict[str, torch.Tensor] | None:
     """Cached "train" and "test" features, or None when the file is missing or damaged."""
-    return _read_cache(path)
-
-
-def write_feature_cache(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
-    """Store train and test features (float32, CPU); an unwritable cache is skipped silently."""
-    _write_cache(path, {"train": train.float().cpu(), "test": test.float().cpu()})
-
-
-def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
     from safetensors.torch import load_file
 
     try:
@@ -153,12 +144,14 @@ def _read_cache(path: Path) -> dict[str, torch.Tensor] | None:
     return features if {"train", "test"} <= set(features) else None
 
 
-def _write_cache(path: Path, features: dict[str, torch.Tensor]) -> None:
+def write_feature_cache(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
+    """Store train and test features (float32, CPU); an unwritable cache is skipped silently."""
     from safetensors.torch import save
 
     from cnnlab.runs import write_bytes_atomic
 
+    features = {"train": train.float().cpu().contiguous(), "test": test.float().cpu().contiguous()}
     try:
-        write_bytes_atomic(path, save({key: value.contiguous() for key, value in features.items()}))
+        write_bytes_atomic(path, save(features))
     except OSError:
         pass  # an unwritable cache only costs the recomputation next time
