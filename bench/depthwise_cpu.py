@@ -1,5 +1,5 @@
 """Fine-tuning step time of efficientnet-lite0 on this CPU: cnnlab's bfloat16 fast path (depthwise
-convolutions in float32 while training, `cnnlab.fast_path.DepthwiseInFloat32`) against plain
+convolutions in float32 while training, `cnnlab.training.precision.DepthwiseInFloat32`) against plain
 bfloat16 autocast and against float32, all channels-last.
 
     python bench/depthwise_cpu.py [--size 128] [--batch 64] [--repeats 3]
@@ -29,7 +29,7 @@ def worker(variant: str, size: int, batch: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from cnnlab.fast_path import FastPath
+    from cnnlab.training.precision import FastPath
     from cnnlab.models.pretrained import load_backbone
 
     torch.manual_seed(0)

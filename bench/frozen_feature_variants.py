@@ -67,9 +67,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnlab.data import DatasetConfig, load_dataset
-    from cnnlab.fast_path import automatic_fast_path
+    from cnnlab.training.precision import automatic_fast_path
     from cnnlab.models.pretrained import load_backbone
-    from cnnlab.probes import knn_probe, linear_probe
+    from cnnlab.analysis.probes import knn_probe, linear_probe
 
     torch.manual_seed(0)
     dataset = load_dataset(DatasetConfig(name="cifar10-jpeg", subset=args.train, test_subset=args.test))

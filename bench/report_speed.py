@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from cnnlab import runs
-    from cnnlab.analysis import Interpretation
-    from cnnlab.report import write_report
+    from cnnlab.analysis.interpretation import Interpretation
+    from cnnlab.report.run_report import write_report
 
     rows = []
     for run_dir in args.run_dirs:

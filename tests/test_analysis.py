@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, f1_score, log_loss, precision_recall_fscore_support
 
 from cnnlab import runs
-from cnnlab.analysis import Interpretation, describe_confused, diagnose_curves
+from cnnlab.analysis.interpretation import Interpretation, describe_confused, diagnose_curves
 from cnnlab.errors import CnnlabError
 
 NAMES = ["cat", "dog", "bird"]

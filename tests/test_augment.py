@@ -9,11 +9,11 @@ import torchvision.transforms.functional as TF
 from torch import nn
 from torchvision.transforms import InterpolationMode
 
-from cnnlab import evaluation_views
-from cnnlab.affine import apply_affine, compose_matrices
-from cnnlab.augment import build_augmenter, describe, parse_augment
-from cnnlab.evaluation_views import predict_with_views
-from cnnlab.batches import Normalization
+from cnnlab.augment import test_time as evaluation_views
+from cnnlab.augment.resample import apply_affine, compose_matrices
+from cnnlab.augment.augmenter import build_augmenter, describe, parse_augment
+from cnnlab.augment.test_time import predict_with_views
+from cnnlab.data.device_images import Normalization
 from cnnlab.errors import ConfigError
 
 SHAPE = (3, 16, 20)  # not square, so width and height cannot be confused

@@ -2,7 +2,7 @@ import json
 
 from cnnlab.cli import main
 from cnnlab.data import load_dataset
-from cnnlab.explore import describe_dataset
+from cnnlab.studies.explore import describe_dataset
 
 
 def test_explore_digits_writes_figures_and_counts(tmp_path, capsys):

@@ -8,17 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.augment import build_augmenter, parse_augment
-from cnnlab.averaging import WeightAverage
-from cnnlab.batches import DeviceImages, fit_normalization
+from cnnlab.augment.augmenter import build_augmenter, parse_augment
+from cnnlab.training.weight_average import WeightAverage
+from cnnlab.data.device_images import DeviceImages, fit_normalization
 from cnnlab.config import load_config
 from cnnlab.data import DatasetConfig, load_dataset
 from cnnlab.errors import ConfigError
-from cnnlab.fast_path import FastPath, choose_fast_path
+from cnnlab.training.precision import FastPath, choose_fast_path
 from cnnlab.models import create_model
 from cnnlab.models.whitening import PatchWhitening, initialize_from_data, needs_data_initialization
-from cnnlab.optim import make_optimizer
-from cnnlab.train import _steps_per_epoch, fit
+from cnnlab.training.optimizers import make_optimizer
+from cnnlab.training.loop import _steps_per_epoch, fit
 
 LAYERS = ["Conv2D: 8, 3, 1, same", "BatchNorm", "MaxPooling: 2", "Flatten", "Dense: 32", "Dense: classes"]
 CPU = torch.device("cpu")

@@ -10,8 +10,8 @@ from torch import nn
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
-from cnnlab.features import run_features
-from cnnlab.probes import C_CHOICES, confusion_matrix, knn_predict, knn_probe, linear_probe
+from cnnlab.studies.features import run_features
+from cnnlab.analysis.probes import C_CHOICES, confusion_matrix, knn_predict, knn_probe, linear_probe
 
 REQUIRED = ("knn_accuracy", "linear_accuracy", "feature_dim", "time_s", "k", "dataset", "extraction_time_s",
             "knn_fit_time_s", "linear_fit_time_s", "train_size", "test_size")

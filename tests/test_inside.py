@@ -11,9 +11,9 @@ from torch import nn
 from cnnlab import runs
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
-from cnnlab.inside import conv_layer_names, feature_maps, first_layer_kernels, grad_cam, kernel_images
-from cnnlab.report import write_report
-from cnnlab.saved_model import load_trained_model
+from cnnlab.analysis.interpretability import conv_layer_names, feature_maps, first_layer_kernels, grad_cam, kernel_images
+from cnnlab.report.run_report import write_report
+from cnnlab.analysis.trained_run import load_trained_model
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_report_of_an_mlp_skips_the_kernel_grid(tmp_path):
 def test_kernel_grid_figure_is_colour_for_rgb_kernels():
     from matplotlib.figure import Figure
 
-    from cnnlab.plots import plot_kernel_grid
+    from cnnlab.report.plots import plot_kernel_grid
 
     figure = plot_kernel_grid(kernel_images(np.random.default_rng(2).normal(size=(20, 3, 3, 3))))
     assert isinstance(figure, Figure)

@@ -10,7 +10,7 @@ import pytest
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.errors import ConfigError
-from cnnlab.lr_finder import LrFinderResult, diagnose, find_lr, suggest, sweep_lrs
+from cnnlab.studies.lr_find import LrFinderResult, diagnose, find_lr, suggest, sweep_lrs
 
 
 def test_sweep_is_exponential_and_checked():

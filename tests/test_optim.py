@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnnlab.config import OptimizerSection, ScheduleSection
-from cnnlab.optim import apply_lr, l2_penalty, kernel_weights, lr_factor_function, make_optimizer
+from cnnlab.training.optimizers import apply_lr, l2_penalty, kernel_weights, lr_factor_function, make_optimizer
 
 
 def test_piecewise_matches_keras_lr_schedule():

@@ -12,12 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import transfer
+from cnnlab.training import feature_cache as transfer
 from cnnlab.config import OptimizerSection, load_config, validate_config
 from cnnlab.errors import ConfigError
 from cnnlab.models import TransferModel, create_model
 from cnnlab.models import pretrained
-from cnnlab.optim import apply_lr, make_optimizer
+from cnnlab.training.optimizers import apply_lr, make_optimizer
 
 
 def needs_efficientnet():
@@ -138,7 +138,7 @@ def test_train_and_features_share_the_feature_cache(tmp_path, cache_home):
     other way round); the cached features equal freshly computed ones up to float rounding."""
     needs_efficientnet()
     from cnnlab.experiment import run_experiment
-    from cnnlab.features import run_features
+    from cnnlab.studies.features import run_features
 
     run_experiment(tiny_config(), out=tmp_path / "train", show_progress=False)
     [cache_file] = (cache_home / "features").glob("*.safetensors")

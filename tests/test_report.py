@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from cnnlab import runs
-from cnnlab.analysis import Interpretation
+from cnnlab.analysis.interpretation import Interpretation
 from cnnlab.errors import CnnlabError
-from cnnlab.report import write_comparison, write_report
+from cnnlab.report.run_report import write_comparison, write_report
 
 HOSTILE_NAME = "<script>alert(1)</script>"
 CLASS_NAMES = ["zero", HOSTILE_NAME, "two"]
@@ -171,7 +171,7 @@ def test_report_build_time_for_ten_thousand_images(tmp_path):
 
 def test_report_warns_when_a_class_is_never_predicted(tmp_path):
     from cnnlab import runs
-    from cnnlab.report import write_report
+    from cnnlab.report.run_report import write_report
 
     probabilities = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]], dtype=np.float32)
     runs.write_json_atomic(tmp_path / "metrics.json", {"name": "x", "dataset": "d", "status": "complete"})

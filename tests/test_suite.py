@@ -6,7 +6,7 @@ import json
 import pytest
 
 from cnnlab.errors import ConfigError
-from cnnlab.suite import load_suite, run_suite
+from cnnlab.studies.suite import load_suite, run_suite
 
 
 def write_suite(tmp_path, text):

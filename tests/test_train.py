@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cnnlab import runs
-from cnnlab.batches import DeviceImages, fit_normalization
+from cnnlab.data.device_images import DeviceImages, fit_normalization
 from cnnlab.config import load_config
 from cnnlab.errors import TrainingDiverged
 from cnnlab.experiment import load_weights, run_experiment
@@ -56,8 +56,8 @@ def test_saved_weights_reproduce_predictions(digits_run):
     metrics = json.loads((digits_run / "metrics.json").read_text())
     norm = fit_normalization("scale", dataset.train_images)
     data = DeviceImages(dataset.test_images, dataset.test_labels, norm, torch.device("cpu"))
-    from cnnlab.evaluate import predict_probabilities
-    from cnnlab.fast_path import FastPath
+    from cnnlab.training.evaluation import predict_probabilities
+    from cnnlab.training.precision import FastPath
     with FastPath(torch.device("cpu"), metrics["fast_path"]["precision"]).autocast():  # as the run evaluated
         probabilities = predict_probabilities(built.module, data)
     saved = runs.load_npz(digits_run / "predictions.npz")["probabilities"]

@@ -188,7 +188,7 @@ def command_train(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     import yaml
 
-    from cnnlab.report import write_report
+    from cnnlab.report.run_report import write_report
 
     run_dir = _existing_run(args.run_dir)
     worst = args.worst
@@ -202,7 +202,7 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from cnnlab.report import write_comparison
+    from cnnlab.report.run_report import write_comparison
 
     written = write_comparison([_existing_run(path) for path in args.run_dirs], args.out)
     for path in written.values():
@@ -261,7 +261,7 @@ def command_explore(args: argparse.Namespace) -> int:
     import re
 
     from cnnlab.data import load_dataset
-    from cnnlab.explore import describe_dataset, format_description, write_exploration
+    from cnnlab.studies.explore import describe_dataset, format_description, write_exploration
     from cnnlab.runs import make_run_dir
 
     dataset = load_dataset(args.dataset, args.data_dir)
@@ -273,7 +273,7 @@ def command_explore(args: argparse.Namespace) -> int:
 
 
 def command_augment_preview(args: argparse.Namespace) -> int:
-    from cnnlab.augment_preview import write_preview
+    from cnnlab.studies.augment_preview import write_preview
     from cnnlab.config import load_config
 
     config = load_config(args.config, args.overrides)
@@ -282,7 +282,7 @@ def command_augment_preview(args: argparse.Namespace) -> int:
 
 
 def command_suite(args: argparse.Namespace) -> int:
-    from cnnlab.suite import load_suite, run_suite
+    from cnnlab.studies.suite import load_suite, run_suite
 
     suite = load_suite(args.suite, args.overrides)
     out = args.out or Path("runs") / f"suite-{suite.name}"
@@ -295,7 +295,7 @@ def command_suite(args: argparse.Namespace) -> int:
 
 def command_lr_find(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
-    from cnnlab.lr_finder import default_out, find_lr, write_lr_finder
+    from cnnlab.studies.lr_find import default_out, find_lr, write_lr_finder
 
     config = load_config(args.config, args.overrides)
     result = find_lr(config, data_dir=args.data_dir, start=args.start, end=args.end, steps=args.steps,
@@ -312,7 +312,7 @@ def command_lr_find(args: argparse.Namespace) -> int:
 
 
 def command_features(args: argparse.Namespace) -> int:
-    from cnnlab.features import run_features
+    from cnnlab.studies.features import run_features
 
     for option in ("subset", "test_subset", "batch_size", "input_size"):
         if getattr(args, option) is not None and getattr(args, option) < 1:

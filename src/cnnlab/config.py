@@ -199,7 +199,7 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> ExperimentCo
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
         raise ConfigError(_explain(error, origin)) from None
-    from cnnlab.augment import parse_augment
+    from cnnlab.augment.augmenter import parse_augment
 
     try:
         parse_augment(config.augment)

@@ -15,13 +15,13 @@ import torch
 import yaml
 
 from cnnlab import runs
-from cnnlab.batches import DeviceImages, cached_normalization
+from cnnlab.data.device_images import DeviceImages, cached_normalization
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError, TrainingDiverged
-from cnnlab.fast_path import choose_fast_path
+from cnnlab.training.precision import choose_fast_path
 from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
 from cnnlab.models.transfer_model import transfer_settings
-from cnnlab.transfer import backbone_normalization, cached_feature_data, uses_feature_cache
+from cnnlab.training.feature_cache import backbone_normalization, cached_feature_data, uses_feature_cache
 
 
 def resolve_device(name: str) -> torch.device:
@@ -52,7 +52,7 @@ class PreparedExperiment:
     train_positions: np.ndarray
     val_positions: np.ndarray
     dataset_key: str  # identity of the pixels, for caches
-    normalization: Any  # cnnlab.batches.Normalization
+    normalization: Any  # cnnlab.data.device_images.Normalization
     augment_config: Any
     augmenter: Any
 
@@ -67,7 +67,7 @@ def dataset_identity(dataset) -> str:
 def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None) -> PreparedExperiment:
     """Threads, device and seed; the dataset, model, validation split, normalisation and augmenter.
     Every check a user's input can fail runs here."""
-    from cnnlab.augment import build_augmenter, parse_augment
+    from cnnlab.augment.augmenter import build_augmenter, parse_augment
     from cnnlab.data import load_dataset, split_validation
     from cnnlab.models import create_model
 
@@ -94,12 +94,12 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
 
     Every check a user's input can fail runs before the run directory is created. Raises
     TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
-    from cnnlab.analysis import Interpretation
-    from cnnlab.augment import describe
-    from cnnlab.evaluate import predict_probabilities, save_predictions, test_metrics
+    from cnnlab.analysis.interpretation import Interpretation
+    from cnnlab.augment.augmenter import describe
+    from cnnlab.training.evaluation import predict_probabilities, save_predictions, test_metrics
     from cnnlab.models import count_parameters, format_summary
-    from cnnlab.report import write_report
-    from cnnlab.train import fit
+    from cnnlab.report.run_report import write_report
+    from cnnlab.training.loop import fit
 
     settings = config.train
     prepared = prepare_experiment(config, data_dir)
@@ -189,7 +189,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
 def save_augmentation_examples(run_dir: Path, data: DeviceImages, augmenter, positions: np.ndarray,
                                views: int = 4) -> None:
     """Originals and ``views`` augmented versions of a few training images, as uint8, for the report."""
-    from cnnlab.augment_preview import augmented_versions
+    from cnnlab.studies.augment_preview import augmented_versions
 
     originals, augmented = augmented_versions(data, augmenter, positions, views)
     runs.write_npz_atomic(run_dir / runs.AUGMENTATION_FILE, originals=originals, augmented=augmented)

@@ -178,7 +178,7 @@ def find_entry(name: str) -> tuple[DatasetEntry, str | None]:
 def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> Dataset:
     """Load the dataset ``config`` names, reading files from ``data_dir`` first when given.
 
-    Returns uint8 images (normalisation is the trainer's job, on the device: `cnnlab.batches`),
+    Returns uint8 images (normalisation is the trainer's job, on the device: `cnnlab.data.device_images`),
     cut to the first ``subset`` train and ``test_subset`` test images when those are set,
     and resized to ``image_size`` when that is set.
     Raises ConfigError for an unknown name and DataError for missing or corrupt files.

@@ -3,7 +3,7 @@
 
 Nothing here loads a dataset: the trainer saved the predictions and the test images the
 analysis shows, so any report can be rebuilt or re-styled later. Only the "looking inside"
-section (``cnnlab.report_inside``) rebuilds the model from its saved weights, on those images."""
+section (``cnnlab.report.network_section``) rebuilds the model from its saved weights, on those images."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cnnlab import plots, runs
-from cnnlab.analysis import N_PREDICTION_EXAMPLES, Interpretation, describe_confused, diagnose_curves
+from cnnlab import runs
+from cnnlab.report import plots
+from cnnlab.analysis.interpretation import N_PREDICTION_EXAMPLES, Interpretation, describe_confused, diagnose_curves
 from cnnlab.errors import CnnlabError
-from cnnlab.report_document import (
+from cnnlab.report.document import (
     Block, BulletList, Callout, FigureWriter, Heading, ImageRow, Paragraph, Preformatted, Table,
     format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
-from cnnlab.report_inside import inside_section
+from cnnlab.report.network_section import inside_section
 
 REPORT_MARKDOWN = "report.md"
 REPORT_HTML = "report.html"
@@ -179,7 +180,7 @@ def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
         blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views."))
     path = run.run_dir / runs.AUGMENTATION_FILE
     if path.exists():
-        from cnnlab.augment_preview import plot_augmentation
+        from cnnlab.studies.augment_preview import plot_augmentation
 
         saved = runs.load_npz(path)
         blocks.append(figures.add("augmentation", plot_augmentation(saved["originals"], saved["augmented"]),

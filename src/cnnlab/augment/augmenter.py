@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cnnlab.affine import apply_affine, compose_matrices
-from cnnlab.batches import Normalization
+from cnnlab.augment.resample import apply_affine, compose_matrices
+from cnnlab.data.device_images import Normalization
 from cnnlab.errors import ConfigError, did_you_mean
-from cnnlab.evaluation_views import TEST_TIME_VIEWS
+from cnnlab.augment.test_time import TEST_TIME_VIEWS
 
 Range = Union[float, tuple[float, float]]  # a number v means (centre - v, centre + v), as both libraries read it
 Pair = tuple[float, float]

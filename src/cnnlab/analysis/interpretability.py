@@ -2,7 +2,7 @@
 and Grad-CAM maps of where it looked for a class (Selvaraju et al., 2017).
 
 Everything takes an ``nn.Module`` and normalised image tensors and returns arrays; the
-figures are drawn by ``cnnlab.plots`` and placed in the report by ``cnnlab.report_inside``."""
+figures are drawn by ``cnnlab.report.plots`` and placed in the report by ``cnnlab.report.network_section``."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def _experiment_list(entries: Any, common: list[str], base_dir: Path, path: Path
 def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True) -> dict[str, Path]:
     """Run every experiment not already complete, then write the comparison; return the written files."""
     from cnnlab.experiment import run_experiment
-    from cnnlab.report import write_comparison
+    from cnnlab.report.run_report import write_comparison
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progre
         raise ConfigError(f"No experiment of suite {suite.name} finished, so there is nothing to compare.")
     written = write_comparison(run_dirs, out, labels=[experiment.label for experiment in kept])
     if suite.sweep_parameter:
-        from cnnlab.sweep import write_sweep
+        from cnnlab.studies.sweep import write_sweep
         values = [experiment.sweep_value for experiment in kept]
         reported = [experiment.reported for experiment in kept]
         written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out, reported))

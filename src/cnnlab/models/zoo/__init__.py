@@ -8,8 +8,8 @@ Entries are registered by `zoo_lab4` (reports 000/002), `zoo_cifar10` (reports 0
 
 from __future__ import annotations
 
-from cnnlab.models import zoo_cifar10, zoo_fast, zoo_lab4, zoo_transfer  # noqa: F401  (importing them registers their entries)
-from cnnlab.models.registry import (
+from cnnlab.models.zoo import cifar10_reports, fast, report000, transfer  # noqa: F401  (importing them registers their entries)
+from cnnlab.models.zoo.registry import (
     DATASET_INPUT_SHAPES, PRETRAINED_REASON, ZooEntry, get_entry, list_entries, make_recipe, register,
 )
 

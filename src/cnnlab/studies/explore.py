@@ -8,10 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import plots, runs
-from cnnlab.batches import fit_normalization
+from cnnlab import runs
+from cnnlab.report import plots
+from cnnlab.data.device_images import fit_normalization
 from cnnlab.data import Dataset
-from cnnlab.report_document import FigureWriter, Heading, ImageRow, Paragraph, Table, render_html, render_markdown
+from cnnlab.report.document import FigureWriter, Heading, ImageRow, Paragraph, Table, render_html, render_markdown
 
 
 def describe_dataset(dataset: Dataset) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.models.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
 KERAS_SOURCE = "report 000, Keras part"
 TORCH_SOURCE = "report 000, PyTorch part"

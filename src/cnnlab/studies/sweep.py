@@ -8,8 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import plots, runs
-from cnnlab.report_document import (FigureWriter, Heading, Paragraph, Table, format_percent, render_html,
+from cnnlab import runs
+from cnnlab.report import plots
+from cnnlab.report.document import (FigureWriter, Heading, Paragraph, Table, format_percent, render_html,
                                     render_markdown)
 
 SWEEP_COLUMNS = ["value", "reported_accuracy", "val_accuracy", "test_accuracy", "test_loss", "epochs", "epoch_time_s", "train_time_s", "run_dir"]

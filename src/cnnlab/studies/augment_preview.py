@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab import plots
-from cnnlab.batches import DeviceImages
+from cnnlab.report import plots
+from cnnlab.data.device_images import DeviceImages
 
 
 def to_pixels(data: DeviceImages, normalised: torch.Tensor) -> np.ndarray:
@@ -38,8 +38,8 @@ def plot_augmentation(originals: np.ndarray, augmented: np.ndarray):
 
 def write_preview(config, out_dir: Path, data_dir: Path | None = None, count: int = 8, views: int = 5) -> Path:
     """Write augmentation.png for ``config``'s dataset and augmentation; return its path."""
-    from cnnlab.augment import build_augmenter, parse_augment
-    from cnnlab.batches import fit_normalization
+    from cnnlab.augment.augmenter import build_augmenter, parse_augment
+    from cnnlab.data.device_images import fit_normalization
     from cnnlab.data import load_dataset
     from cnnlab.errors import ConfigError
 

@@ -5,7 +5,7 @@ resized to 224x224 inside the model, on the device, and normalised with the back
 
 from __future__ import annotations
 
-from cnnlab.models.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
 SOURCE = "cnnlab transfer learning"
 FLIP_SHIFT = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.batches import DeviceImages, Normalization
+from cnnlab.data.device_images import DeviceImages, Normalization
 from cnnlab.errors import ConfigError
-from cnnlab.fast_path import automatic_fast_path
+from cnnlab.training.precision import automatic_fast_path
 from cnnlab.models.transfer_model import TransferModel
 
 FEATURE_BATCH_SIZE = 256

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cnnlab.models.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
 # --------------------------------------------------------------------------- report 001
 

@@ -14,11 +14,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.averaging import WeightAverage
-from cnnlab.batches import DeviceImages
+from cnnlab.training.weight_average import WeightAverage
+from cnnlab.data.device_images import DeviceImages
 from cnnlab.config import ExperimentConfig
-from cnnlab.fast_path import FastPath
-from cnnlab.optim import apply_lr, kernel_weights, l2_penalty, lr_factor_function, make_optimizer
+from cnnlab.training.precision import FastPath
+from cnnlab.training.optimizers import apply_lr, kernel_weights, l2_penalty, lr_factor_function, make_optimizer
 
 EpochCallback = Callable[[list[dict]], None]
 Augment = Callable[..., torch.Tensor]  # augment(images, positions=..., epoch=...)

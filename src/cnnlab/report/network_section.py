@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnlab import plots, runs
+from cnnlab import runs
+from cnnlab.report import plots
 from cnnlab.errors import CnnlabError
-from cnnlab.report_document import Block, Callout, FigureWriter, Heading, Paragraph, format_probability
+from cnnlab.report.document import Block, Callout, FigureWriter, Heading, Paragraph, format_probability
 
 if TYPE_CHECKING:
-    from cnnlab.report import RunFiles
+    from cnnlab.report.run_report import RunFiles
 
 # Grad-CAM runs on at most this many of the worst images, so the report stays quick.
 MAX_GRAD_CAM_IMAGES = 10
@@ -34,8 +35,8 @@ def inside_section(run: "RunFiles", figures: FigureWriter) -> list[Block]:
         return blocks + [Callout(f"No {runs.EXAMPLES_FILE} or {runs.PREDICTIONS_FILE}: nothing to look at.")]
     import torch
 
-    from cnnlab.inside import conv_layer_names, first_layer_kernels, kernel_images
-    from cnnlab.saved_model import load_trained_model
+    from cnnlab.analysis.interpretability import conv_layer_names, first_layer_kernels, kernel_images
+    from cnnlab.analysis.trained_run import load_trained_model
 
     try:
         trained = load_trained_model(run.run_dir, input_shape=run.examples["images"].shape[1:])
@@ -60,8 +61,8 @@ def inside_section(run: "RunFiles", figures: FigureWriter) -> list[Block]:
 def _feature_maps(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[Block]:
     import torch
 
-    from cnnlab.inside import conv_layer_names, feature_maps
-    from cnnlab.report import lookup_images
+    from cnnlab.analysis.interpretability import conv_layer_names, feature_maps
+    from cnnlab.report.run_report import lookup_images
 
     interpretation = run.interpretation
     wanted = np.arange(min(FEATURE_MAP_IMAGES, len(interpretation.labels)))
@@ -80,8 +81,8 @@ def _feature_maps(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[
 def _grad_cam(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[Block]:
     import torch
 
-    from cnnlab.inside import conv_layer_names, grad_cam
-    from cnnlab.report import lookup_images
+    from cnnlab.analysis.interpretability import conv_layer_names, grad_cam
+    from cnnlab.report.run_report import lookup_images
 
     interpretation = run.interpretation
     rows = interpretation.worst(MAX_GRAD_CAM_IMAGES)

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab import plots, runs
+from cnnlab import runs
+from cnnlab.report import plots
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError
 
@@ -63,9 +64,9 @@ def sweep_lrs(start: float, end: float, steps: int) -> np.ndarray:
 def find_lr(config: ExperimentConfig, data_dir: Path | None = None, start: float = 1e-7, end: float = 10.0,
             steps: int = 100, show_progress: bool = True) -> LrFinderResult:
     """Run the sweep for ``config`` and return the curve with its suggestion and diagnosis."""
-    from cnnlab.batches import DeviceImages
+    from cnnlab.data.device_images import DeviceImages
     from cnnlab.experiment import prepare_experiment
-    from cnnlab.optim import apply_lr, kernel_weights, l2_penalty, make_optimizer
+    from cnnlab.training.optimizers import apply_lr, kernel_weights, l2_penalty, make_optimizer
 
     lrs = sweep_lrs(start, end, steps)
     settings = config.train

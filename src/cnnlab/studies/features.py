@@ -6,7 +6,7 @@ A run directory gives its network rebuilt from config.yaml + model.safetensors, 
 of its last Dense/Linear layer; a backbone name gives ``cnnlab.models.pretrained.load_backbone``.
 Images go to the device as uint8 in batches and are converted there (grey to three channels,
 resized with ``F.interpolate``, normalised as the network expects). A backbone's features are
-cached in the same file `cnnlab train` uses for a frozen backbone (``cnnlab.transfer.feature_cache_file``:
+cached in the same file `cnnlab train` uses for a frozen backbone (``cnnlab.training.feature_cache.feature_cache_file``:
 keyed by dataset pixels, backbone, weights digest, input size, truncation and normalisation), so
 either command reuses what the other computed; a run's features are computed every time."""
 
@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab import plots, runs
+from cnnlab import runs
+from cnnlab.report import plots
 from cnnlab.errors import CnnlabError, ConfigError
-from cnnlab.probes import ProbeResult, confusion_matrix, knn_probe, linear_probe
-from cnnlab.report_document import (
+from cnnlab.analysis.probes import ProbeResult, confusion_matrix, knn_probe, linear_probe
+from cnnlab.report.document import (
     Block, Callout, FigureWriter, Heading, ImageRow, Paragraph, Table, format_percent, format_seconds,
     render_html, render_markdown,
 )
@@ -83,7 +84,7 @@ def open_extractor(source: str, weights: Path | None, device: torch.device,
 
 
 def _run_extractor(run_dir: Path, weights: Path | None, device: torch.device) -> FeatureExtractor:
-    from cnnlab.saved_model import load_trained_model
+    from cnnlab.analysis.trained_run import load_trained_model
 
     trained = load_trained_model(run_dir, weights=weights)
     channels, height, width = trained.input_shape
@@ -147,7 +148,7 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def extract_features(extractor: FeatureExtractor, images: np.ndarray, batch_size: int, device: torch.device,
                      description: str, show_progress: bool = True) -> np.ndarray:
     """Features (N, feature_dim) float32 of uint8 ``images`` (N, C, H, W), in order."""
-    from cnnlab.fast_path import automatic_fast_path
+    from cnnlab.training.precision import automatic_fast_path
 
     chunks = []
     bar = tqdm(total=len(images), desc=description, unit="img", leave=False,
@@ -196,7 +197,7 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
         train = extract_features(extractor, dataset.train_images, batch_size, device, "train features", show_progress)
         test = extract_features(extractor, dataset.test_images, batch_size, device, "test features", show_progress)
         if cache_path is not None:
-            from cnnlab.transfer import write_feature_cache
+            from cnnlab.training.feature_cache import write_feature_cache
 
             write_feature_cache(cache_path, torch.from_numpy(train), torch.from_numpy(test))
     extraction_time_s = time.perf_counter() - extraction_started
@@ -228,7 +229,7 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
 def _cache_path(extractor: FeatureExtractor, dataset) -> Path:
     """The shared feature-cache file for a backbone's features of ``dataset`` (as `cnnlab train` names it)."""
     from cnnlab.experiment import dataset_identity
-    from cnnlab.transfer import feature_cache_file, normalization_for_backbone
+    from cnnlab.training.feature_cache import feature_cache_file, normalization_for_backbone
 
     backbone = extractor.backbone
     normalization = normalization_for_backbone(backbone.mean, backbone.std, dataset.input_shape[0])
@@ -239,7 +240,7 @@ def _cache_path(extractor: FeatureExtractor, dataset) -> Path:
 
 def _read_cached(path: Path, dataset) -> tuple[np.ndarray, np.ndarray] | None:
     """Cached train and test features when they exist and have one row per image."""
-    from cnnlab.transfer import read_feature_cache
+    from cnnlab.training.feature_cache import read_feature_cache
 
     cached = read_feature_cache(path)
     if cached is None or len(cached["train"]) != len(dataset.train_labels) or len(cached["test"]) != len(dataset.test_labels):

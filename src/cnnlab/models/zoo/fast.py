@@ -7,7 +7,7 @@ Each entry states the published technique it follows; bench/ measures them again
 
 from __future__ import annotations
 
-from cnnlab.models.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
 SOURCE = "cnnlab fast recipes"
 

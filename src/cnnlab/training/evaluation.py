@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cnnlab import runs
-from cnnlab.batches import DeviceImages
+from cnnlab.data.device_images import DeviceImages
 
 
 @torch.no_grad()
@@ -17,7 +17,7 @@ def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int 
                           test_time: str = "none") -> np.ndarray:
     """Softmax probabilities (N, K) for every image in ``data``, in order, in eval mode; with
     ``test_time`` "flip" or "flip_shift" the mean over test-time views (never augmented otherwise)."""
-    from cnnlab.evaluation_views import predict_with_views
+    from cnnlab.augment.test_time import predict_with_views
 
     model.eval()
     outputs = []

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from cnnlab import runs
-from cnnlab.batches import Normalization, fit_normalization
+from cnnlab.data.device_images import Normalization, fit_normalization
 from cnnlab.errors import CnnlabError
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
-from cnnlab import plots, runs
+from cnnlab import runs
+from cnnlab.report import plots
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Batched augmentation on the training device, the affine resampler, test-time views."""

@@ -1,0 +1,1 @@
+"""The report document model, the run report, comparisons and plots."""

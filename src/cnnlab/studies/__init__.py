@@ -1,0 +1,1 @@
+"""Commands that compose the stages: suites, sweeps, the learning-rate finder, features, explore, augmentation previews."""
