@@ -1,9 +1,13 @@
-"""Run directories: creation, atomic writes of every artefact, environment capture."""
+"""Run directories and what every stage shares about files and messages: the run folder's file names,
+creation, atomic writes, reading, environment capture, folder-name slugs, file digests, and the one
+progress bar and log line that every long step prints."""
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
+import hashlib
 import io
 import json
 import os
@@ -15,7 +19,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
+from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 CONFIG_FILE = "config.yaml"
@@ -27,6 +34,8 @@ AUGMENTATION_FILE = "augmentation.npz"
 WEIGHTS_FILE = "model.safetensors"
 ENVIRONMENT_FILE = "environment.json"
 SUMMARY_FILE = "summary.txt"
+REPORT_MARKDOWN_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 FIGURES_DIR = "figures"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"]
 
@@ -94,7 +103,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 ARTEFACTS = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, EXAMPLES_FILE, AUGMENTATION_FILE,
-             WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, "report.md", "report.html")
+             WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, REPORT_MARKDOWN_FILE, REPORT_HTML_FILE)
 
 
 def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) -> Path:
@@ -104,7 +113,7 @@ def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) 
     so a mistyped ``--out .`` never scatters files into an unrelated folder."""
     if out is None:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+        safe = slug(name)
         out = root / f"{stamp}-{safe}"
         suffix = 1
         while out.exists():
@@ -140,6 +149,15 @@ def clear_artefacts(run_dir: Path) -> None:
         figure.unlink()
 
 
+def require_run_dir(path: Path) -> Path:
+    """``path`` when it holds a cnnlab run's metrics.json; otherwise CnnlabError saying what to give."""
+    path = Path(path)
+    if not (path / METRICS_FILE).is_file():
+        raise CnnlabError(f"{path} is not a cnnlab run directory (no {METRICS_FILE}). Give a folder written by "
+                          "`cnnlab train`, or wait until that run has finished.")
+    return path
+
+
 def is_complete(run_dir: Path) -> bool:
     """A run is complete when its metrics say so and its predictions, weights and report exist."""
     run_dir = Path(run_dir)
@@ -154,16 +172,12 @@ def is_complete(run_dir: Path) -> bool:
         metrics.get("status") == "complete"
         and (run_dir / PREDICTIONS_FILE).exists()
         and (run_dir / WEIGHTS_FILE).exists()
-        and (run_dir / "report.html").exists()
+        and (run_dir / REPORT_HTML_FILE).exists()
     )
 
 
 def capture_environment(device: str, seed: int | None) -> dict[str, Any]:
     """Hardware and library versions recorded with every run."""
-    import torch
-
-    from cnnlab import __version__
-
     info: dict[str, Any] = {
         "cnnlab": __version__,
         "python": sys.version.split()[0],
@@ -214,3 +228,43 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+# --------------------------------------------------------------------------- shared by every stage
+
+SLUG_LENGTH = 80
+
+
+def slug(text: str, fallback: str = "run") -> str:
+    """``text`` as a folder name: letters, digits and ``._=-`` kept, anything else one "-" (at most 80 characters)."""
+    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")[:SLUG_LENGTH] or fallback
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's content as hex, read in 1 MiB chunks, remembered per path, size and
+    modification time (a weights file is hashed once per process)."""
+    stat = Path(path).stat()
+    return _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, modified_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def log_line(text: str, enabled: bool = True) -> None:
+    """One line of progress for the user, on stderr (stdout stays for results)."""
+    if enabled:
+        print(text, file=sys.stderr, flush=True)
+
+
+def progress_bar(total: int, description: str, unit: str = "img", enabled: bool = True, leave: bool = False,
+                 minimum: int = 0) -> tqdm:
+    """The one progress bar: a self-erasing line on stderr, shown only on a terminal (logs get the
+    per-epoch lines instead) and only when ``enabled`` and ``total`` reaches ``minimum``."""
+    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=leave, mininterval=0.5,
+                disable=not enabled or total < minimum or not sys.stderr.isatty())
