@@ -29,7 +29,7 @@ def worker(variant: str, size: int, batch: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from cnnlab.training.precision import FastPath
+    from cnnlab.training.precision import ComputePlan
     from cnnlab.models.pretrained import load_backbone
 
     torch.manual_seed(0)
@@ -37,11 +37,11 @@ def worker(variant: str, size: int, batch: int) -> None:
     network = network.train().to(memory_format=torch.channels_last)
     cpu = torch.device("cpu")
     if variant == "fast":
-        context = FastPath(cpu, "bf16", True, False).autocast
+        context = ComputePlan(cpu, "bf16", True, False).autocast
     elif variant == "plain":
         context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     else:
-        context = FastPath(cpu, "fp32", True, False).autocast
+        context = ComputePlan(cpu, "fp32", True, False).autocast
     optimizer = torch.optim.SGD(network.parameters(), lr=0.01, momentum=0.9)
     images = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 10, (batch,))

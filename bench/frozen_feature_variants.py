@@ -67,14 +67,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnlab.data import DatasetConfig, load_dataset
-    from cnnlab.training.precision import automatic_fast_path
+    from cnnlab.training.precision import automatic_compute_plan
     from cnnlab.models.pretrained import load_backbone
     from cnnlab.analysis.probes import knn_probe, linear_probe
 
     torch.manual_seed(0)
     dataset = load_dataset(DatasetConfig(name="cifar10-jpeg", subset=args.train, test_subset=args.test))
     backbone = load_backbone("efficientnet-lite0")
-    fast = automatic_fast_path(torch.device("cpu"), (3, 224, 224), backbone.module)
+    fast = automatic_compute_plan(torch.device("cpu"), (3, 224, 224), backbone.module)
     passes = {"bilinear": ("bilinear", False), "bicubic": ("bicubic", False), "flip": ("bilinear", True)}
     variants = [  # (label, pass, reading, square root)
         ("pooled last stage (what `cnnlab features` reads)", "bilinear", "pooled", False),

@@ -9,10 +9,10 @@ OUT=${1:-runs/reproduction-cifar10}
 export CNNLAB_DATA=${CNNLAB_DATA:-../shared/datasets}
 RUNS=(
   "keras/cifar10/model1 5" "torch/cifar10/model1 3" "cifar10/dense 2" "cifar10/bn-cnn 2"
-  "tprf/baseline 1" "cifar10/bn-cnn-zscore 2" "cifar10/bn-cnn-augment 2"
-  "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "tprf/narrow 1" "tprf/wide 1"
-  "cifar10/bn-cnn-l2 2" "tprf/three-convs 1" "tprf/three-blocks 1" "tprf/three-blocks-augment 1"
-  "tprf/three-blocks-schedule 1" "tprf/three-blocks-dropout 1" "tprf/three-blocks-batchnorm 1"
+  "report004/baseline 1" "cifar10/bn-cnn-zscore 2" "cifar10/bn-cnn-augment 2"
+  "keras/cifar10/model6 1" "cifar10/cnn-batchnorm 1" "report004/narrow 1" "report004/wide 1"
+  "cifar10/bn-cnn-l2 2" "report004/three-convs 1" "report004/three-blocks 1" "report004/three-blocks-augment 1"
+  "report004/three-blocks-schedule 1" "report004/three-blocks-dropout 1" "report004/three-blocks-batchnorm 1"
   "cifar10/cnn 1" "cifar10/cnn-dropout 1" "torch/cifar10/model4 1" "torch/cifar10/model5 1"
   "keras/cifar10/model7 1" "keras/cifar10/model9 1" "keras/cifar10/model8 1"
   "torch/cifar10/praisnet 1" "torch/cifar10/praisynet 1" "keras/cifar10/model5 1"

@@ -12,7 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+from cnnlab.errors import ConfigError
 from cnnlab.models import zoo
+from cnnlab.runs import write_text_atomic
 
 HEADER = """# Reproducing the lab reports
 
@@ -40,12 +42,12 @@ def rows_from(run_dirs: list[Path]) -> list[dict]:
         environment = json.loads((run_dir / "environment.json").read_text())
         model = metrics.get("model", "")
         try:
-            entry = zoo.get_entry(model)
-        except Exception:
+            entry = zoo.get_entry(model)  # a renamed entry's old name (tprf/...) gives the entry, new name
+        except ConfigError:
             entry = None
         report_epochs = (entry.recipe.get("train", {}) or {}).get("epochs") if entry else None
         rows.append({
-            "model": model,
+            "model": entry.name if entry else model,
             "source": entry.source if entry else "",
             "dataset": metrics["dataset"],
             "reported": entry.reported_accuracy if entry else None,
@@ -94,8 +96,6 @@ def main() -> None:
     text = render(rows_from(run_dirs))
     for extra in args.append:
         text += "\n" + extra.read_text()
-    from cnnlab.runs import write_text_atomic
-
     write_text_atomic(args.out, text)
     print(f"{args.out}: {len(run_dirs)} rows")
 

@@ -30,6 +30,7 @@ def assert_clean_error(code, err, *fragments):
         assert fragment in err.replace("\n", " "), (fragment, err)
 
 
+@pytest.mark.slow
 def test_no_traceback_in_a_real_process(tmp_path):
     path = config_file(tmp_path, "train: {epocs: 2}\n")
     result = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", path], capture_output=True, text=True)
@@ -37,6 +38,7 @@ def test_no_traceback_in_a_real_process(tmp_path):
     assert "Traceback" not in result.stderr and 'Did you mean "epochs"' in result.stderr.replace("\n", " ")
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback(tmp_path):
     path = config_file(tmp_path, "train: {epocs: 2}\n")
     result = subprocess.run([sys.executable, "-m", "cnnlab.cli", "--debug", "train", path], capture_output=True, text=True)
@@ -66,6 +68,7 @@ def test_missing_dataset(capsys, tmp_path, monkeypatch):
     assert_clean_error(code, err, str(tmp_path / "empty"))
 
 
+@pytest.mark.slow
 def test_corrupt_idx(capsys, tmp_path, datasets_dir, monkeypatch):
     monkeypatch.delenv("CNNLAB_DATA", raising=False)
     folder = tmp_path / "data" / "mnist"
@@ -85,6 +88,7 @@ def test_unwritable_output(capsys, tmp_path):
     assert_clean_error(code, err, "--out")
 
 
+@pytest.mark.slow
 def test_train_report_compare_summary(capsys, tmp_path):
     code, out, _ = run_cli(capsys, "train", "examples/digits.yaml", "model=mlp", "train.epochs=2",
                            "--out", str(tmp_path / "a"), "--quiet")
@@ -121,6 +125,7 @@ def test_out_into_a_foreign_folder_is_refused(capsys, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.slow
 def test_unwritable_comparison_output(capsys, tmp_path):
     code, _, _ = run_cli(capsys, "train", "mlp", "train.epochs=1", "--out", str(tmp_path / "a"), "--quiet")
     assert code == 0
@@ -130,6 +135,7 @@ def test_unwritable_comparison_output(capsys, tmp_path):
     assert_clean_error(code, err, "cannot read or write")
 
 
+@pytest.mark.slow
 def test_debug_after_the_command(tmp_path):
     path = config_file(tmp_path, "train: {epocs: 2}\n")
     result = subprocess.run([sys.executable, "-m", "cnnlab.cli", "train", path, "--debug"], capture_output=True, text=True)

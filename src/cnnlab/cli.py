@@ -1,4 +1,7 @@
-"""The `cnnlab` command. User errors are caught here once and printed as one paragraph."""
+"""The `cnnlab` command. User errors are caught here once and printed as one paragraph.
+
+Each ``command_*`` function imports the stages it needs inside its body, on purpose: `cnnlab --help`
+and a mistyped command then answer at once, without loading torch, matplotlib or scikit-learn."""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ import argparse
 import os
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
@@ -32,92 +37,139 @@ datasets: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH.
 from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online)."""
 
 
+DATA_DIR_HELP = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
+
+
+@dataclass(frozen=True)
+class SharedOptions:
+    """Parent parsers (argparse ``parents=[...]``) holding the options several commands share."""
+
+    debug: argparse.ArgumentParser  # --debug, accepted after the command too (cnnlab train x.yaml --debug)
+    data_dir: argparse.ArgumentParser  # --data-dir
+    experiment: argparse.ArgumentParser  # CONFIG and its KEY=VALUE overrides
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `cnnlab` parser: one sub-command per entry of COMMANDS, each with --help and the shared options."""
     parser = argparse.ArgumentParser(
         prog="cnnlab", description="Image-classification experiments with CNNs: one YAML file, one command, a full report.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # --debug is accepted after the command too (cnnlab train x.yaml --debug)
+    shared = _shared_options()
+    for add_command in (_add_train, _add_report, _add_compare, _add_summary, _add_models, _add_explore,
+                        _add_augment_preview, _add_suite, _add_lr_find, _add_features):
+        add_command(commands, shared)
+    return parser
+
+
+def _shared_options() -> SharedOptions:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
-    data_dir_help = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    experiment = argparse.ArgumentParser(add_help=False)
+    experiment.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
+    experiment.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
+    return SharedOptions(debug, data_dir, experiment)
 
-    train = commands.add_parser("train", parents=[debug], help="train and evaluate one experiment, write its run directory and report",
-                                description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, "
-                                            "evaluate on the test set and write the report. The run directory is "
-                                            "printed as the last line.")
-    train.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
+
+def _add_train(commands: Any, shared: SharedOptions) -> None:
+    train = commands.add_parser(
+        "train", parents=[shared.debug, shared.experiment, shared.data_dir],
+        help="train and evaluate one experiment, write its run directory and report",
+        description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, evaluate on the test set "
+                    "and write the report. The run directory is printed as the last line.")
     train.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>)")
-    train.add_argument("--data-dir", type=Path, help=data_dir_help)
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
     train.add_argument("--weights", metavar="PATH",
                        help="pretrained backbone weights file (.pth or .safetensors): sets model.weights")
 
-    report = commands.add_parser("report", parents=[debug], help="rebuild report.md and report.html from a run directory")
+
+def _add_report(commands: Any, shared: SharedOptions) -> None:
+    report = commands.add_parser("report", parents=[shared.debug],
+                                 help="rebuild report.md and report.html from a run directory")
     report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
     report.add_argument("--worst", type=_worst_count, default=None,
                         help="how many worst-classified images to show, 1 to 50 (default: the config's analysis.worst_n)")
 
-    compare = commands.add_parser("compare", parents=[debug], help="compare finished runs: table and overlaid validation curves")
+
+def _add_compare(commands: Any, shared: SharedOptions) -> None:
+    compare = commands.add_parser("compare", parents=[shared.debug],
+                                  help="compare finished runs: table and overlaid validation curves")
     compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories")
     compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
 
-    summary = commands.add_parser("summary", parents=[debug], help="print a Keras-style summary of a zoo model or a config's model")
+
+def _add_summary(commands: Any, shared: SharedOptions) -> None:
+    summary = commands.add_parser("summary", parents=[shared.debug],
+                                  help="print a Keras-style summary of a zoo model or a config's model")
     summary.add_argument("model", help="zoo name or experiment YAML file")
     summary.add_argument("--dataset", help="dataset whose input shape to use (default: the model's own)")
-    summary.add_argument("--data-dir", type=Path, help=data_dir_help + " (only image folders need reading)")
+    summary.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP + " (only image folders need reading)")
 
-    commands.add_parser("models", parents=[debug], help="list the zoo: name, dataset, parameters, description, source report")
 
-    explore = commands.add_parser("explore", parents=[debug], help="shape, value range, class balance, channel statistics and sample images",
-                                  description="Print what DATASET holds and write the class-balance chart, a grid of "
-                                              "the first images of each class and a small report into --out.")
+def _add_models(commands: Any, shared: SharedOptions) -> None:
+    commands.add_parser("models", parents=[shared.debug],
+                        help="list the zoo: name, dataset, parameters, description, source report")
+
+
+def _add_explore(commands: Any, shared: SharedOptions) -> None:
+    explore = commands.add_parser(
+        "explore", parents=[shared.debug, shared.data_dir],
+        help="shape, value range, class balance, channel statistics and sample images",
+        description="Print what DATASET holds and write the class-balance chart, a grid of the first images of "
+                    "each class and a small report into --out.")
     explore.add_argument("dataset", help="dataset name: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH")
     explore.add_argument("--out", type=Path, help="output folder (default: runs/explore-<dataset>)")
-    explore.add_argument("--data-dir", type=Path, help=data_dir_help)
     explore.add_argument("--per-class", type=int, default=10, help="images of each class in the grid (default 10)")
 
-    preview = commands.add_parser("augment-preview", parents=[debug], help="write originals beside augmented versions for a config",
-                                  description="Apply CONFIG's augment: section to the first training images and write "
-                                              "augmentation.png (one row per image: original, then augmented versions).")
-    preview.add_argument("config", help="experiment YAML file or zoo name")
-    preview.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+def _add_augment_preview(commands: Any, shared: SharedOptions) -> None:
+    preview = commands.add_parser(
+        "augment-preview", parents=[shared.debug, shared.experiment, shared.data_dir],
+        help="write originals beside augmented versions for a config",
+        description="Apply CONFIG's augment: section to the first training images and write augmentation.png "
+                    "(one row per image: original, then augmented versions).")
     preview.add_argument("--out", type=Path, default=Path("runs/augment-preview"), help="output folder")
-    preview.add_argument("--data-dir", type=Path, help=data_dir_help)
     preview.add_argument("--count", type=int, default=8, help="how many images (rows)")
     preview.add_argument("--views", type=int, default=5, help="augmented versions per image")
 
-    suite = commands.add_parser("suite", parents=[debug], help="run a whole study: several experiments, then one comparison report",
-                                description="Run every experiment of SUITE.yaml in order (one run directory each, "
-                                            "complete ones skipped), then write the comparison (and the sweep table "
-                                            "for a sweep suite). KEY=VALUE overrides apply to every experiment.")
+
+def _add_suite(commands: Any, shared: SharedOptions) -> None:
+    suite = commands.add_parser(
+        "suite", parents=[shared.debug], help="run a whole study: several experiments, then one comparison report",
+        description="Run every experiment of SUITE.yaml in order (one run directory each, complete ones skipped), "
+                    "then write the comparison (and the sweep table for a sweep suite). KEY=VALUE overrides apply "
+                    "to every experiment.")
     suite.add_argument("suite", type=Path, help="suite YAML file (see suites/)")
     suite.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every experiment, e.g. train.epochs=2")
     suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
-    suite.add_argument("--data-dir", type=Path, help=data_dir_help)
+    suite.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     suite.add_argument("--quiet", action="store_true", help="no progress output, only the written files")
 
+
+def _add_lr_find(commands: Any, shared: SharedOptions) -> None:
     lr_find = commands.add_parser(
-        "lr-find", parents=[debug], help="learning-rate range test: loss against lr on a short exponential sweep",
+        "lr-find", parents=[shared.debug, shared.experiment, shared.data_dir],
+        help="learning-rate range test: loss against lr on a short exponential sweep",
         description="Train a fresh model of CONFIG for a few steps while the learning rate grows exponentially "
                     "(default 1e-7 to 10 over 100 steps), on the same data path as training, until the smoothed "
                     "loss exceeds 4x its minimum or becomes NaN. Writes lr_find.csv, lr_find.png and lr_find.json "
                     "into --out and prints the suggested lr (where the smoothed loss falls fastest) and how the "
                     "config's own lr compares. No weights are saved.")
-    lr_find.add_argument("config", help="experiment YAML file or zoo name")
-    lr_find.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.batch_size=64")
     lr_find.add_argument("--out", type=Path, help="output folder (default: runs/lr-find-<name>)")
-    lr_find.add_argument("--data-dir", type=Path, help=data_dir_help)
     lr_find.add_argument("--steps", type=int, default=100, help="sweep length in training steps (default 100)")
     lr_find.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     lr_find.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
     lr_find.add_argument("--quiet", action="store_true", help="no progress output")
 
+
+def _add_features(commands: Any, shared: SharedOptions) -> None:
     features = commands.add_parser(
-        "features", parents=[debug], help="penultimate-layer features, then a kNN classifier and a linear probe",
+        "features", parents=[shared.debug, shared.data_dir],
+        help="penultimate-layer features, then a kNN classifier and a linear probe",
         description="Extract the features a trained run (RUN_DIR: the input of its last Dense layer) or a pretrained "
                     "backbone (e.g. efficientnet-lite0, resnet18) gives every train and test image of DATASET, fit "
                     "a kNN classifier (k chosen on a validation share) and a logistic-regression linear probe on "
@@ -125,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("source", metavar="RUN_DIR_or_BACKBONE", help="a run directory, or a backbone name")
     features.add_argument("--dataset", required=True, help="dataset name, e.g. digits, mnist, cifar10-jpeg")
     features.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>-features-...)")
-    features.add_argument("--data-dir", type=Path, help=data_dir_help)
     features.add_argument("--subset", type=int, help="use only the first N training images")
     features.add_argument("--test-subset", type=int, help="use only the first N test images")
     features.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default 128)")
@@ -137,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
                           help="backbones: compute the features even when the feature cache (shared with `cnnlab "
                                "train`) holds them; the fresh ones replace the cached")
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,12 +238,13 @@ def command_train(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     import yaml
 
+    from cnnlab import runs
     from cnnlab.report.run_report import write_report
 
-    run_dir = _existing_run(args.run_dir)
+    run_dir = runs.require_run_dir(args.run_dir)
     worst = args.worst
     if worst is None:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        config = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text()) or {}
         worst = (config.get("analysis") or {}).get("worst_n", 10)
     markdown, html = write_report(run_dir, worst_n=worst)
     print(markdown)
@@ -202,9 +253,10 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from cnnlab.report.run_report import write_comparison
+    from cnnlab import runs
+    from cnnlab.report.comparison import write_comparison
 
-    written = write_comparison([_existing_run(path) for path in args.run_dirs], args.out)
+    written = write_comparison([runs.require_run_dir(path) for path in args.run_dirs], args.out)
     for path in written.values():
         print(path)
     return 0
@@ -235,21 +287,21 @@ def command_models(args: argparse.Namespace) -> int:
 
     rows = []
     for entry in zoo.list_entries():
-        params = "-"
         if entry.backbone is not None:
             params = f"pretrained {entry.backbone['backbone']}"  # counting would load its weights
-        elif entry.available:
-            shape = zoo.DATASET_INPUT_SHAPES.get(entry.dataset)
-            if shape:
-                params = f"{sum(count_parameters(create_model(entry.name, shape, 10).module)):,}"
         else:
-            params = "not yet available"
+            params = f"{sum(count_parameters(create_model(entry.name, entry.input_shape, 10).module)):,}"
         rows.append((entry.name, entry.dataset, params, entry.description, entry.source))
     widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(3)]
     print("  ".join(cell.ljust(width) for cell, width in zip(HEADER[:3], widths)) + "  source")
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + f"  {row[4]}")
         print(textwrap.fill(row[3], width=100, initial_indent="    ", subsequent_indent="    "))
+    prefix_width = max(len(prefix) for prefix in zoo.PREFIXES)
+    print("\nName prefixes:")
+    for prefix, meaning in zoo.PREFIXES.items():
+        print(textwrap.fill(meaning, width=100, initial_indent=f"  {prefix.ljust(prefix_width)}  ",
+                            subsequent_indent=" " * (prefix_width + 4)))
     print("\nTrain one with `cnnlab train NAME`; `cnnlab summary NAME` shows its layers.")
     return 0
 
@@ -258,16 +310,14 @@ HEADER = ("name", "dataset", "params", "description", "source")
 
 
 def command_explore(args: argparse.Namespace) -> int:
-    import re
-
+    from cnnlab import runs
     from cnnlab.data import load_dataset
     from cnnlab.studies.explore import describe_dataset, format_description, write_exploration
-    from cnnlab.runs import make_run_dir
 
     dataset = load_dataset(args.dataset, args.data_dir)
     print(format_description(describe_dataset(dataset)))
-    out = args.out or Path("runs") / ("explore-" + re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-"))
-    paths = write_exploration(dataset, make_run_dir(dataset.name, out), per_class=max(1, args.per_class))
+    out = args.out or Path("runs") / f"explore-{runs.slug(dataset.name, fallback='dataset')}"
+    paths = write_exploration(dataset, runs.make_run_dir(dataset.name, out), per_class=max(1, args.per_class))
     print(paths["html"].parent)
     return 0
 
@@ -330,12 +380,6 @@ def _worst_count(text: str) -> int:
     if not 1 <= value <= 50:
         raise argparse.ArgumentTypeError("must be between 1 and 50 (the run directory keeps 50 example images)")
     return value
-
-
-def _existing_run(path: Path) -> Path:
-    if not (path / "metrics.json").exists():
-        raise CnnlabError(f"{path} is not a cnnlab run directory (no metrics.json). Give a folder written by `cnnlab train`.")
-    return path
 
 
 def _paragraph(text: str) -> str:

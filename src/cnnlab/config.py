@@ -4,160 +4,35 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from cnnlab.augment.settings import AugmentConfig
 from cnnlab.data import DatasetConfig as DatasetSection
-from cnnlab.errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, StrictModel, explain_validation_error
+from cnnlab.models import zoo
+from cnnlab.models.settings import ModelSection
+from cnnlab.training.settings import OptimizerSection, ScheduleSection, TrainSection
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class AnalysisSection(StrictModel):
+    """`analysis:` how many worst test images the report shows."""
 
-
-TRANSFER_KEYS = ("weights", "head", "input_size", "trainable", "batchnorm", "backbone_lr_factor", "truncate_blocks",
-                 "cache_features")
-
-
-class ModelSection(Strict):
-    name: Optional[str] = None
-    layers: Optional[list[Union[str, dict[str, Any]]]] = None
-    # a pretrained backbone and a new head (docs/transfer.md); these keys also refine a zoo entry that has one
-    backbone: Optional[str] = Field(default=None, description="efficientnet-lite0, resnet50, vgg16, ..., timm:NAME")
-    weights: Optional[str] = Field(default=None, description="local .pth/.safetensors file (default: usual places)")
-    head: Optional[list[Union[str, dict[str, Any]]]] = Field(default=None, description='layers after the backbone '
-                                                                                      '(default ["Dense: classes"])')
-    input_size: Optional[int] = Field(default=None, ge=8, le=1024, description="pixels a side (default: backbone's)")
-    trainable: Union[Literal["none", "all"], int] = Field(default="none", description="none, all or last N blocks")
-    batchnorm: Literal["frozen", "train"] = "frozen"
-    backbone_lr_factor: float = Field(default=0.1, gt=0, le=10, description="backbone lr = factor x optimizer.lr")
-    truncate_blocks: Optional[int] = Field(default=None, ge=1, description="keep only the first k backbone blocks")
-    cache_features: bool = Field(default=True, description="frozen backbone, no augmentation: compute features once")
-
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, value: Any) -> Any:
-        if value is not None:
-            from cnnlab.models.pretrained import check_backbone_name
-
-            try:
-                check_backbone_name(value)
-            except ConfigError as error:
-                raise ValueError(str(error)) from None
-        return value
-
-    @field_validator("trainable")
-    @classmethod
-    def _non_negative(cls, value: Any) -> Any:
-        if isinstance(value, int) and value < 0:
-            raise ValueError("trainable is none, all or the number (0 or more) of last backbone blocks to train")
-        return value
-
-    @model_validator(mode="after")
-    def _one_of(self) -> "ModelSection":
-        if sum(part is not None for part in (self.name, self.layers, self.backbone)) != 1:
-            raise ValueError("give one of a zoo name (model: NAME), a layer list (model: {layers: [...]}) or a "
-                             "pretrained backbone (model: {backbone: efficientnet-lite0})")
-        set_keys = [key for key in TRANSFER_KEYS if key in self.model_fields_set]
-        if self.layers is not None and set_keys:
-            raise ValueError(f"{', '.join(set_keys)} only apply to a pretrained backbone (model.backbone), not to a "
-                             "layer list")
-        return self
-
-    def to_dict(self) -> dict[str, Any]:
-        """The section as saved with a run: a name or layers, or the backbone with all its settings."""
-        data = self.model_dump(mode="json")
-        if self.backbone is not None:
-            return {"backbone": self.backbone, **{key: data[key] for key in TRANSFER_KEYS}}
-        if self.layers is not None:
-            return {"layers": data["layers"]}
-        return {"name": self.name, **{key: data[key] for key in TRANSFER_KEYS if key in self.model_fields_set}}
-
-
-class EarlyStopping(Strict):
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: int = Field(default=5, ge=1)
-    min_delta: float = Field(default=0.0, ge=0)
-    restore_best: bool = True
-
-
-class TrainSection(Strict):
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    validation_split: float = Field(default=0.1, ge=0, lt=1)
-    seed: int = 0
-    early_stopping: Optional[EarlyStopping] = None
-    device: str = "auto"
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    eval_batch_size: int = Field(default=1024, ge=1)
-    threads: Optional[int] = Field(default=None, ge=1, description="CPU threads (default: all cores)")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs and on CPUs with AMX, fp32 elsewhere; fp16 needs CUDA")
-    channels_last: Union[Literal["auto"], bool] = Field(default="auto", description="NHWC memory layout")
-    compile: bool = Field(default=False, description="torch.compile the model (one-time cost reported apart)")
-    validate_every: int = Field(default=1, ge=1, description="epochs between validation passes (and the last one)")
-    ema_decay: Optional[float] = Field(default=None, gt=0, lt=1, description="per-step decay of an exponential "
-                                       "moving average of the weights; the average is what gets evaluated and saved")
-
-    @model_validator(mode="after")
-    def _early_stopping_needs_validation(self) -> "TrainSection":
-        if self.early_stopping is not None and self.validation_split == 0:
-            raise ValueError("early stopping watches the validation set, but validation_split is 0: "
-                             "set train.validation_split (e.g. 0.1) or train.early_stopping=null")
-        return self
-
-
-class OptimizerSection(Strict):
-    name: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    momentum: float = Field(default=0.0, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(default=0.0, ge=0, description="decoupled (AdamW) or coupled (SGD/Adam) decay")
-    l2: float = Field(default=0.0, ge=0, description="Keras-style L2 penalty on kernels, added to the loss")
-    l2_layers: Literal["all", "conv", "dense"] = Field(default="all", description="which kernels the L2 penalty covers")
-    betas: tuple[float, float] = (0.9, 0.999)
-
-    @field_validator("name", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-
-class ScheduleSection(Strict):
-    name: Literal["constant", "step", "piecewise", "cosine", "onecycle"] = "constant"
-    step_size: int = Field(default=10, ge=1, description="step: epochs between decays")
-    gamma: float = Field(default=0.1, gt=0, description="step: decay factor")
-    boundaries: list[int] = Field(default_factory=list, description="piecewise: first 0-based epoch of each new lr "
-                                                                    "(Keras `if epoch > 50` is boundary 51)")
-    values: list[float] = Field(default_factory=list, description="piecewise: lr before, between and after boundaries")
-    warmup_epochs: float = Field(default=0.0, ge=0)
-    min_lr: float = Field(default=0.0, ge=0)
-    max_lr: Optional[float] = Field(default=None, gt=0, description="onecycle peak (default: optimizer.lr)")
-
-    @model_validator(mode="after")
-    def _piecewise(self) -> "ScheduleSection":
-        if self.name == "piecewise":
-            if len(self.values) != len(self.boundaries) + 1:
-                raise ValueError("piecewise needs one more value than boundaries (lr before, between and after them)")
-            if list(self.boundaries) != sorted(self.boundaries):
-                raise ValueError("piecewise boundaries must increase")
-        return self
-
-
-class AnalysisSection(Strict):
     worst_n: int = Field(default=10, ge=1, le=50)
 
 
-class ExperimentConfig(Strict):
+class ExperimentConfig(StrictModel):
+    """The whole experiment: each stage's section, composed; satisfies training's `TrainingRecipe`."""
+
     name: str = "experiment"
     dataset: DatasetSection = Field(default_factory=lambda: DatasetSection(name="digits"))
     model: ModelSection = Field(default_factory=lambda: ModelSection(name="mlp"))
     train: TrainSection = Field(default_factory=TrainSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
-    augment: dict[str, Any] = Field(default_factory=dict)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
     analysis: AnalysisSection = Field(default_factory=AnalysisSection)
 
     @field_validator("dataset", mode="before")
@@ -198,13 +73,8 @@ def validate_config(raw: dict[str, Any], origin: str = "config") -> ExperimentCo
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(_explain(error, origin)) from None
-    from cnnlab.augment.augmenter import parse_augment
-
-    try:
-        parse_augment(config.augment)
-    except ConfigError as error:
-        raise ConfigError(f"Invalid config in {origin}: {error}") from None
+        text = "; ".join(explain_validation_error(error, [], _section_model))
+        raise ConfigError(f"Invalid config in {origin}: {text}" + ("" if text.endswith(".") else ".")) from None
     return config
 
 
@@ -232,12 +102,9 @@ def _read_source(source: str) -> tuple[dict[str, Any], str]:
 
 
 def zoo_recipe(name: str) -> dict[str, Any]:
-    """The config a zoo entry stands for: its dataset, model and the report's recipe."""
-    from cnnlab.models import zoo
-
+    """The config a zoo entry stands for: its dataset, model and the report's recipe.
+    A renamed entry's old name gives the entry under its current name."""
     entry = zoo.get_entry(name)
-    if not entry.available:
-        raise ConfigError(f"Zoo model {name} is known but not available yet: {entry.unavailable_reason}.")
     raw: dict[str, Any] = copy.deepcopy(entry.recipe)
     dataset = raw.pop("dataset", None) or entry.dataset
     raw["dataset"] = dataset
@@ -278,24 +145,6 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any, text: str) -> None:
         node[part] = child
         node = child
     node[parts[-1]] = value
-
-
-def _explain(error: ValidationError, origin: str) -> str:
-    messages = []
-    for item in error.errors():
-        location = [str(part) for part in item["loc"]]
-        field = ".".join(location) or "(top level)"
-        if item["type"] == "extra_forbidden":
-            section = _section_model(location[:-1])
-            choices = list(section.model_fields) if section else []
-            hint = did_you_mean(location[-1], choices)
-            valid = f" Valid keys here: {', '.join(choices)}." if choices else ""
-            messages.append(f'unknown key "{field}".{hint}{valid}')
-        else:
-            got = item.get("input")
-            shown = "" if isinstance(got, dict) else f" (got {got!r})"
-            messages.append(f"{field}: {item['msg']}{shown}")
-    return f"Invalid config in {origin}: " + "; ".join(messages) + "."
 
 
 def _section_model(location: list[str]) -> type[BaseModel] | None:

@@ -8,6 +8,7 @@ import csv
 import datetime as _dt
 import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 CONFIG_FILE = "config.yaml"
@@ -179,7 +179,7 @@ def is_complete(run_dir: Path) -> bool:
 def capture_environment(device: str, seed: int | None) -> dict[str, Any]:
     """Hardware and library versions recorded with every run."""
     info: dict[str, Any] = {
-        "cnnlab": __version__,
+        "cnnlab": cnnlab_version(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu": _cpu_model(),
@@ -200,6 +200,14 @@ def capture_environment(device: str, seed: int | None) -> dict[str, Any]:
         except ImportError:
             info[module] = None
     return info
+
+
+def cnnlab_version() -> str:
+    """The installed cnnlab's version (read from the package metadata, so this module needs no package import)."""
+    try:
+        return importlib.metadata.version("cnnlab")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _cpu_model() -> str:

@@ -2,7 +2,8 @@
 
 ``Interpretation`` holds the test-set probabilities and labels; the confusion matrix,
 per-class scores, most-confused pairs and worst-classified images are cheap views on it,
-so no view ever re-runs the model. ``diagnose_curves`` reads a training history.
+so no view ever re-runs the model; ``confusion_matrix`` is the one confusion count (probes use it
+too). ``diagnose_curves`` reads a training history.
 """
 
 from __future__ import annotations
@@ -100,9 +101,7 @@ class Interpretation:
         """Counts with rows = true class, columns = predicted class; ``normalize``
         divides each row by its total (rows of absent classes stay 0)."""
         if self._confusion is None:
-            flat = self.labels * self.n_classes + self.predictions
-            counts = np.bincount(flat, minlength=self.n_classes**2)
-            self._confusion = counts.reshape(self.n_classes, self.n_classes)
+            self._confusion = confusion_matrix(self.labels, self.predictions, self.n_classes)
         if not normalize:
             return self._confusion.copy()
         totals = self._confusion.sum(axis=1, keepdims=True)
@@ -187,6 +186,12 @@ class Interpretation:
             }
             for rank, i in enumerate(indices, start=1)
         ]
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts (n_classes, n_classes), rows = true class, columns = predicted class."""
+    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predictions, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def describe_confused(pair: tuple[str, str, int]) -> str:

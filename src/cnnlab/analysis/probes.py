@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
 from cnnlab.data import split_validation
 
@@ -109,17 +112,13 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
                         "validation_accuracy_by_C": {str(c): v for c, v in validation_accuracy.items()}})
 
 
-def _scaler(features: np.ndarray):
-    from sklearn.preprocessing import StandardScaler
-
+def _scaler(features: np.ndarray) -> StandardScaler:
     return StandardScaler().fit(features)
 
 
-def _fit_logistic(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int, previous=None):
+def _fit_logistic(features: np.ndarray, labels: np.ndarray, c: float, max_iter: int,
+                  previous: LogisticRegression | None = None) -> tuple[LogisticRegression, bool]:
     """A fitted LogisticRegression and whether lbfgs converged; ``previous`` gives starting weights."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
     classifier = LogisticRegression(C=c, max_iter=max_iter, warm_start=previous is not None)
     if previous is not None:
         classifier.coef_, classifier.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
@@ -127,12 +126,6 @@ def _fit_logistic(features: np.ndarray, labels: np.ndarray, c: float, max_iter: 
         warnings.simplefilter("always", ConvergenceWarning)
         classifier.fit(features, labels)
     return classifier, not any(issubclass(warning.category, ConvergenceWarning) for warning in caught)
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, n_classes: int) -> np.ndarray:
-    """Counts, rows = true class, columns = predicted class."""
-    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predictions, dtype=np.int64)
-    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def _unit_rows(features: np.ndarray) -> torch.Tensor:

@@ -13,11 +13,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import yaml
+from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab import runs
-from cnnlab.data.device_images import Normalization, fit_normalization
+from cnnlab.data.normalization import Normalization, fit_normalization
 from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
 
 
 @dataclass
@@ -45,15 +47,10 @@ def load_trained_model(run_dir: Path, weights: Path | None = None,
 
     The input shape comes from the saved example images (or ``input_shape``), the classes
     from predictions.npz. Raises CnnlabError naming the missing or mismatched file."""
-    from safetensors.torch import load_file
-
-    from cnnlab.models import create_model
-
-    run_dir = Path(run_dir)
-    if not (run_dir / runs.METRICS_FILE).is_file() or not (run_dir / runs.CONFIG_FILE).is_file():
-        raise CnnlabError(
-            f"{run_dir} is not a cnnlab run directory (it needs {runs.CONFIG_FILE} and {runs.METRICS_FILE}). "
-            "Give a folder written by `cnnlab train`, or a backbone name such as efficientnet-lite0.")
+    run_dir = runs.require_run_dir(run_dir)
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        raise CnnlabError(f"{run_dir} has no {runs.CONFIG_FILE}, so its model cannot be rebuilt. Give a folder "
+                          "written by `cnnlab train`, or a backbone name such as efficientnet-lite0.")
     weights_path = Path(weights) if weights else run_dir / runs.WEIGHTS_FILE
     if not weights_path.is_file():
         raise CnnlabError(

@@ -9,7 +9,6 @@ then also runs with Python's ``filter="data"``, a second, independent guard.
 
 from __future__ import annotations
 
-import hashlib
 import lzma
 import posixpath
 import stat
@@ -32,15 +31,6 @@ _READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma
 def is_archive(path: Path) -> bool:
     """True when ``path`` is a file whose name ends in one of `ARCHIVE_SUFFIXES`."""
     return Path(path).is_file() and Path(path).name.lower().endswith(ARCHIVE_SUFFIXES)
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, as hex."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_archive(archive: Path, target: Path) -> None:
@@ -152,4 +142,4 @@ def _unreadable(archive: Path, error: BaseException) -> DataError:
     )
 
 
-__all__ = ["ARCHIVE_SUFFIXES", "extract_archive", "extracted_archive", "file_sha256", "is_archive", "iter_archive_files"]
+__all__ = ["ARCHIVE_SUFFIXES", "extract_archive", "extracted_archive", "is_archive", "iter_archive_files"]

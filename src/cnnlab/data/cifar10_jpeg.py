@@ -14,14 +14,15 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cnnlab.data.archives import file_sha256, iter_archive_files
+from cnnlab.data.archives import iter_archive_files
 from cnnlab.data.cifar10 import CIFAR10_CLASSES
 from cnnlab.data.decoded_cache import cache_file, folder_fingerprint, load_cached, save_cached, text_array
 from cnnlab.data.image_tree import ImageTree, decode_tree, scan_image_tree, show_notes
-from cnnlab.data.images import UnreadableImage, decode_image, is_image_name, progress_bar, skipped_message
+from cnnlab.data.images import UnreadableImage, decode_image, is_image_name, skipped_message
 from cnnlab.data.locate import DATA_ENV, find_data_dirs
 from cnnlab.data.registry import Dataset, register_dataset
 from cnnlab.errors import DataError
+from cnnlab.runs import file_digest, progress_bar
 
 NAME = "cifar10-jpeg"
 ARCHIVE = "cifar10-jpeg.tar.gz"
@@ -36,7 +37,7 @@ def load_cifar10_jpeg(data_dir: Path | None) -> Dataset:
     """CIFAR-10 as JPEGs (offline copy, not bit-identical), 32x32 colour, 50,000 train / 10,000 test."""
     source = find_cifar10_jpeg(data_dir)
     if source.is_file():
-        cache = cache_file(NAME, ["archive", file_sha256(source)])
+        cache = cache_file(NAME, ["archive", file_digest(source)])
         arrays = load_cached(cache) or _decode_archive(source, cache)
     else:
         tree = scan_image_tree(source)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.data.locate import cache_root
-from cnnlab.runs import load_npz, write_bytes_atomic
+from cnnlab.runs import load_npz, log_line, write_bytes_atomic
 
 CACHE_VERSION = 1  # bump when decoding changes, so caches written before are not used
 
@@ -60,8 +59,8 @@ def save_cached(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         write_bytes_atomic(path, buffer.getvalue())
     except OSError as error:
-        print(f"warning: could not cache the decoded images in {path} ({error.strerror or error}); "
-              "they will be decoded again next time", file=sys.stderr)
+        log_line(f"warning: could not cache the decoded images in {path} ({error.strerror or error}); "
+                 "they will be decoded again next time")
 
 
 def text_array(values: list[str]) -> np.ndarray:

@@ -7,16 +7,13 @@ an interrupted or corrupted download never leaves a file that looks complete.
 from __future__ import annotations
 
 import hashlib
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from tqdm import tqdm
-
 from cnnlab.errors import DataError
-from cnnlab.runs import write_bytes_atomic
+from cnnlab.runs import progress_bar, write_bytes_atomic
 
 Fetch = Callable[[str], bytes]
 TIMEOUT_S = 30
@@ -27,9 +24,10 @@ def fetch_url(url: str) -> bytes:
     """The body of ``url``, with a progress bar on stderr; raises OSError on failure."""
     request = urllib.request.Request(url, headers={"User-Agent": "cnnlab"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
+        total = int(response.headers.get("Content-Length") or 0)  # 0: unknown length, the bar counts bytes only
         chunks = []
-        with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1], file=sys.stderr, leave=False) as bar:
+        with progress_bar(total, url.rsplit("/", 1)[-1], unit="B") as bar:
+            bar.unit_scale = True  # kB and MB rather than raw byte counts
             while chunk := response.read(CHUNK_BYTES):
                 chunks.append(chunk)
                 bar.update(len(chunk))

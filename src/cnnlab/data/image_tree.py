@@ -9,7 +9,6 @@ in nested folders inside a class folder. Hidden files and folders (``.DS_Store``
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from cnnlab.data.images import (
     survey_images,
 )
 from cnnlab.errors import DataError
+from cnnlab.runs import log_line
 
 TRAIN_FOLDER = "train"
 TEST_FOLDERS = ("test", "val", "valid", "validation")
@@ -130,15 +130,15 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         members = np.flatnonzero(labels == label)
         n_test = min(max(int(round(fraction * len(members))), 1), len(members) - 1)
         test.append(generator.permutation(members)[:n_test])
-    test_positions = np.sort(np.concatenate(test)) if test else np.empty(0, np.int64)
-    train_positions = np.setdiff1d(np.arange(len(labels)), test_positions)
-    return train_positions.astype(np.int64), test_positions.astype(np.int64)
+    test_indices = np.sort(np.concatenate(test)) if test else np.empty(0, np.int64)
+    train_indices = np.setdiff1d(np.arange(len(labels)), test_indices)
+    return train_indices.astype(np.int64), test_indices.astype(np.int64)
 
 
 def show_notes(notes: list[str], prefix: str) -> None:
     """Print each note as one line on stderr."""
     for note in notes:
-        print(f"{prefix}: {note}", file=sys.stderr)
+        log_line(f"{prefix}: {note}")
 
 
 def _read_class_folders(folder: Path) -> dict[str, list[Path]]:

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab.data.archives import ARCHIVE_SUFFIXES, extracted_archive, file_sha256, is_archive
+from cnnlab.data.archives import ARCHIVE_SUFFIXES, extracted_archive, is_archive
 from cnnlab.data.decoded_cache import cache_file, folder_fingerprint, load_cached, save_cached, text_array
 from cnnlab.data.image_tree import ImageTree, decode_tree, scan_image_tree, show_notes, single_top_folder, stratified_split
 from cnnlab.data.images import HeightWidth
 from cnnlab.data.locate import DATA_ENV, cache_root
 from cnnlab.data.registry import Dataset, DatasetConfig, register_dataset
 from cnnlab.errors import DataError
+from cnnlab.runs import file_digest
 
 NAME = "imagefolder"
 _USAGE = (
@@ -37,7 +38,7 @@ def load_imagefolder(data_dir: Path | None, argument: str, *, config: DatasetCon
     path = resolve_image_path(argument, data_dir)
     size = config.image_height_width
     if is_archive(path):
-        cache = cache_file(NAME, ["archive", file_sha256(path), size])
+        cache = cache_file(NAME, ["archive", file_digest(path), size])
         arrays = load_cached(cache) or _decode_archive(path, size, cache)
     elif path.is_dir():
         tree = scan_image_tree(path)

@@ -9,7 +9,6 @@ skipped and reported with the others in one line, never halfway through with a t
 from __future__ import annotations
 
 import io
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+
+from cnnlab.runs import progress_bar
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
 DEFAULT_SIZE = 64  # when the images differ in size or are large
@@ -118,7 +118,7 @@ def decode_images(
     channels = 3 if colour else 1
     images = np.empty((count, channels, *size), dtype=np.uint8)
     kept, unreadable = 0, []
-    with progress_bar(count, description) as bar:
+    with progress_bar(count, description, minimum=PROGRESS_MIN_IMAGES) as bar:
         for position, source in enumerate(sources):
             try:
                 images[kept] = decode_image(source, size, colour)
@@ -127,14 +127,6 @@ def decode_images(
                 unreadable.append(position)
             bar.update(1)
     return images[:kept], unreadable
-
-
-def progress_bar(count: int, description: str) -> tqdm:
-    """One self-erasing progress line on stderr; silent for small sets."""
-    return tqdm(
-        total=count, desc=description, unit="img", file=sys.stderr, leave=False,
-        disable=count < PROGRESS_MIN_IMAGES, mininterval=0.5,
-    )
 
 
 def skipped_message(names: Sequence[str]) -> str:
@@ -151,7 +143,7 @@ def resize_images(images: np.ndarray, size: HeightWidth, description: str = "res
         return images
     height, width = size
     resized = np.empty((count, channels, height, width), dtype=np.uint8)
-    with progress_bar(count, description) as bar:
+    with progress_bar(count, description, minimum=PROGRESS_MIN_IMAGES) as bar:
         for position, image in enumerate(images):
             pixels = image[0] if channels == 1 else image.transpose(1, 2, 0)
             result = np.asarray(Image.fromarray(pixels).resize((width, height), Image.Resampling.BILINEAR))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from cnnlab.errors import ConfigError
+from cnnlab.models import zoo  # importing the zoo registers every entry
 from cnnlab.models.build import SOFTMAX_NOTE, BuiltModel, build_model
 from cnnlab.models.layers import LayerSpec, parse_layers
 from cnnlab.models.summary import SummaryRow, count_parameters, format_summary
@@ -20,10 +21,8 @@ def create_model(model_config: str | Mapping[str, Any], input_shape: Sequence[in
     """Build a zoo model by name, or a model from `{layers: [...]}`, `{name: zoo-name}` or
     `{backbone: NAME, head: [...], ...}` (a `TransferModel` with `.backbone` and `.head`).
 
-    Raises ConfigError for an unknown or not-yet-available zoo name, or a config with
+    Raises ConfigError for an unknown zoo name, or a config with
     neither or both of `name` and `layers`."""
-    from cnnlab.models import zoo  # the zoo registers every entry on import
-
     if isinstance(model_config, str):
         model_config = {"name": model_config}
     if not isinstance(model_config, Mapping):
@@ -37,9 +36,6 @@ def create_model(model_config: str | Mapping[str, Any], input_shape: Sequence[in
     if layers is not None:
         return build_model(layers, input_shape, n_classes)
     entry = zoo.get_entry(name)
-    if not entry.available:
-        raise ConfigError(f'Zoo model "{entry.name}" is known but not available yet: {entry.unavailable_reason}. '
-                          "Run `cnnlab models` to see the models you can train now.")
     if entry.backbone is not None:
         # the entry's backbone settings, refined by the config's own (model.weights=PATH, input_size, ...)
         refinements = {key: value for key, value in model_config.items() if key != "name" and value is not None}

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from cnnlab import runs
+from cnnlab.data.locate import is_offline
+from cnnlab.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from cnnlab.errors import ConfigError, did_you_mean
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)  # TF-Lite models take (x - 127.5) / 127.5, checked on photos
 EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -55,7 +57,7 @@ class Backbone:
         """sha256 (first 16 hex digits) of the weights file, or of the source text when there is none."""
         if self.weights_path is None:
             return hashlib.sha256(self.weights_source.encode()).hexdigest()[:16]
-        return file_digest(self.weights_path)
+        return runs.file_digest(self.weights_path)[:16]
 
 
 class BackboneFeatures(nn.Module):
@@ -146,22 +148,6 @@ def truncate(backbone: Backbone, keep_blocks: int) -> None:
         probe = torch.zeros(1, 3, 64, 64)  # features are pooled: any size the stages accept will do
         backbone.module.eval()
         backbone.feature_dim = int(backbone.module(probe).shape[1])
-
-
-def file_digest(path: Path) -> str:
-    """sha256 (first 16 hex digits) of a file, remembered per path, size and modification time."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()[:16]
-    return _DIGESTS[key]
-
-
-_DIGESTS: dict[tuple, str] = {}
 
 
 # --------------------------------------------------------------------------- efficientnet-lite0
@@ -293,8 +279,6 @@ def download_file(url: str, destination: Path) -> None:
 
 def _find_or_download(file_name: str, url: str, name: str,
                       download: Callable[[str, Path], None] | None = None) -> tuple[Path, str]:
-    from cnnlab.data.locate import is_offline
-
     cached = torch_cache_dir() / file_name
     if cached.is_file():
         return cached, f"torch cache: {cached}"
@@ -323,8 +307,6 @@ def _existing_file(weights: str | Path) -> Path:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, Sequence
 
 from torch import nn
-
-if TYPE_CHECKING:
-    from cnnlab.models.build import BuiltModel
 
 
 @dataclass(frozen=True)
@@ -23,6 +20,24 @@ class SummaryRow:
     module_names: tuple[str, ...] = ()  # the children of `BuiltModel.module` this layer became
 
 
+class Summarised(Protocol):
+    """What ``format_summary`` reads of a built model (``BuiltModel`` has it), so this module needs
+    no import of the builder that fills its rows. Read-only, so a dataclass's narrower types fit."""
+
+    @property
+    def module(self) -> nn.Module: ...
+    @property
+    def rows(self) -> Sequence[SummaryRow]: ...
+    @property
+    def notes(self) -> Sequence[str]: ...
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+    @property
+    def n_classes(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+
+
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """(trainable, non_trainable) like Keras: non-trainable holds frozen parameters and the
     floating-point buffers (BatchNorm's running mean and variance, not its batch counter)."""
@@ -32,7 +47,7 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     return trainable, frozen + statistics
 
 
-def format_summary(built: "BuiltModel") -> str:
+def format_summary(built: Summarised) -> str:
     """A Keras-style table: layer (type), output shape (None, C, H, W), parameters, totals, then the notes."""
     header = ("Layer (type)", "Output Shape", "Param #")
     body = [(f"{row.name} ({row.type})", _shape_text(row.output_shape), f"{row.params:,}") for row in built.rows]

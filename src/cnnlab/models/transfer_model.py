@@ -7,6 +7,7 @@ partial fine-tuning, frozen batch-norm statistics and per-group learning-rate fa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Sequence, Union
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.models.build import BuiltModel, build_model
 from cnnlab.models.layers import parse_layers
+from cnnlab.models.pretrained import Backbone, BackboneFeatures, load_backbone
 from cnnlab.models.summary import SummaryRow, count_parameters
 
 DEFAULT_HEAD = ["Dense: classes"]
@@ -26,15 +28,15 @@ Trainable = Union[str, int]  # "none", "all" or the number of last backbone bloc
 class TransferModel(nn.Module):
     """``head(backbone(prepare(images)))``.
 
-    ``backbone`` (a `cnnlab.models.pretrained.BackboneFeatures`, stages in ``backbone.blocks``)
+    ``backbone`` (a `BackboneFeatures`, stages in ``backbone.blocks``)
     maps (N, 3, input_size, input_size) images to (N, feature_dim) features; ``head`` (an
     ``nn.Sequential`` built from the layer notation) maps features shaped (N, feature_dim, 1, 1)
     to logits. ``mean``/``std`` are the normalisation the backbone expects of its inputs."""
 
-    def __init__(self, backbone, head: nn.Module, *, name: str, input_size: int, mean: Sequence[float],
+    def __init__(self, backbone: BackboneFeatures, head: nn.Module, *, name: str, input_size: int, mean: Sequence[float],
                  std: Sequence[float], in_channels: int, feature_dim: int, trainable: Trainable = "none",
                  batchnorm: str = "frozen", backbone_lr_factor: float = 0.1, weights_source: str = "",
-                 weights_path=None):
+                 weights_path: Path | None = None):
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -126,12 +128,8 @@ def build_transfer_model(settings: Mapping[str, Any], input_shape: Sequence[int]
 
     Reads backbone, weights, head, input_size, trainable, batchnorm, backbone_lr_factor and
     truncate_blocks; raises ConfigError when the weights cannot be found."""
-    from cnnlab.models.pretrained import load_backbone
-
     channels = int(input_shape[0])
-    if channels not in (1, 3):
-        raise ConfigError(f"A pretrained backbone takes RGB or grey images, but these have {channels} channels. "
-                          "Use a dataset with 1 or 3 channels, or a model without a backbone.")
+    check_channels(channels)
     backbone = load_backbone(settings["backbone"], settings.get("weights"), settings.get("truncate_blocks"))
     input_size = int(settings.get("input_size") or backbone.input_size)
     head_layers = list(settings.get("head") or DEFAULT_HEAD)
@@ -157,6 +155,24 @@ def build_transfer_model(settings: Mapping[str, Any], input_shape: Sequence[int]
              f"std {list(backbone.std)}.", *head.notes]
     return BuiltModel(model, [row, *head_rows], notes, tuple(input_shape), n_classes, name or backbone.name,
                       head.layer_specs)
+
+
+def frozen_backbone(backbone: Backbone, input_size: int, in_channels: int) -> TransferModel:
+    """``backbone`` frozen, without a head, taking images of ``in_channels`` channels at ``input_size``:
+    the feature extractor of `cnnlab features BACKBONE`, the same computation whose features a
+    frozen-backbone training run caches (``model.features(images)``)."""
+    check_channels(in_channels)
+    return TransferModel(backbone.module, nn.Identity(), name=backbone.name, input_size=input_size,
+                         mean=backbone.mean, std=backbone.std, in_channels=in_channels,
+                         feature_dim=backbone.feature_dim, weights_source=backbone.weights_source,
+                         weights_path=backbone.weights_path)
+
+
+def check_channels(channels: int) -> None:
+    """ConfigError unless images of ``channels`` channels can go into a pretrained backbone (RGB or grey)."""
+    if channels not in (1, 3):
+        raise ConfigError(f"A pretrained backbone takes RGB or grey images, but these have {channels} channels. "
+                          "Use a dataset with 1 or 3 channels, or a model without a backbone.")
 
 
 def transfer_settings(model: nn.Module) -> dict[str, Any]:

@@ -7,17 +7,16 @@ size of the test set; without weights it is skipped with a note."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import numpy as np
+import torch
 
 from cnnlab import runs
-from cnnlab.report import plots
+from cnnlab.analysis.interpretability import conv_layer_names, feature_maps, first_layer_kernels, grad_cam, kernel_images
+from cnnlab.analysis.run_files import RunFiles, lookup_images
+from cnnlab.analysis.trained_run import TrainedModel, load_trained_model
 from cnnlab.errors import CnnlabError
+from cnnlab.report import plots
 from cnnlab.report.document import Block, Callout, FigureWriter, Heading, Paragraph, format_probability
-
-if TYPE_CHECKING:
-    from cnnlab.report.run_report import RunFiles
 
 # Grad-CAM runs on at most this many of the worst images, so the report stays quick.
 MAX_GRAD_CAM_IMAGES = 10
@@ -25,7 +24,7 @@ FEATURE_MAP_IMAGES = 3
 FEATURE_MAP_CHANNELS = 12
 
 
-def inside_section(run: "RunFiles", figures: FigureWriter) -> list[Block]:
+def network_section(run: RunFiles, figures: FigureWriter) -> list[Block]:
     """Blocks of the section; a note in place of what the run directory cannot support."""
     blocks: list[Block] = [Heading("Looking inside the network")]
     if not (run.run_dir / runs.WEIGHTS_FILE).is_file():
@@ -33,11 +32,6 @@ def inside_section(run: "RunFiles", figures: FigureWriter) -> list[Block]:
                                  "completes): kernels, feature maps and Grad-CAM are skipped.")]
     if run.examples is None or run.interpretation is None:
         return blocks + [Callout(f"No {runs.EXAMPLES_FILE} or {runs.PREDICTIONS_FILE}: nothing to look at.")]
-    import torch
-
-    from cnnlab.analysis.interpretability import conv_layer_names, first_layer_kernels, kernel_images
-    from cnnlab.analysis.trained_run import load_trained_model
-
     try:
         trained = load_trained_model(run.run_dir, input_shape=run.examples["images"].shape[1:])
     except CnnlabError as error:
@@ -58,12 +52,7 @@ def inside_section(run: "RunFiles", figures: FigureWriter) -> list[Block]:
     return blocks + _grad_cam(run, trained, figures)
 
 
-def _feature_maps(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[Block]:
-    import torch
-
-    from cnnlab.analysis.interpretability import conv_layer_names, feature_maps
-    from cnnlab.report.run_report import lookup_images
-
+def _feature_maps(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> list[Block]:
     interpretation = run.interpretation
     wanted = np.arange(min(FEATURE_MAP_IMAGES, len(interpretation.labels)))
     images, found = lookup_images(run.examples, wanted)
@@ -78,12 +67,7 @@ def _feature_maps(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[
     return [figures.add("feature_maps", plots.plot_feature_maps(images, maps, captions, layer), caption)]
 
 
-def _grad_cam(run: "RunFiles", trained: Any, figures: FigureWriter) -> list[Block]:
-    import torch
-
-    from cnnlab.analysis.interpretability import conv_layer_names, grad_cam
-    from cnnlab.report.run_report import lookup_images
-
+def _grad_cam(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> list[Block]:
     interpretation = run.interpretation
     rows = interpretation.worst(MAX_GRAD_CAM_IMAGES)
     if not rows:

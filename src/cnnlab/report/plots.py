@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -223,8 +224,6 @@ def plot_kernel_grid(pictures: np.ndarray, title: str = "First-layer kernels") -
 def plot_feature_maps(images: np.ndarray, maps: np.ndarray, captions: Sequence[str], layer_name: str) -> Figure:
     """One row per image: the image (uint8, (C, H, W)) on the left, its feature maps (N, channels,
     h, w) on the right, each map in its own colour range (viridis)."""
-    from matplotlib import colormaps
-
     count, channels = maps.shape[0], maps.shape[1]
     colour = colormaps["viridis"]
     tiles = [colour(_unit_range(maps[row, channel]))[..., :3] for row in range(count) for channel in range(channels)]
@@ -245,8 +244,6 @@ def plot_grad_cam(images: np.ndarray, cam_rows: Sequence[np.ndarray], row_labels
                   captions: Sequence[str]) -> Figure:
     """One column per image (uint8, (C, H, W)): the image, then one row per set of Grad-CAM maps
     (N, H, W) in [0, 1] blended (jet) over a grey copy of it."""
-    from matplotlib import colormaps
-
     count = len(images)
     jet = colormaps["jet"]
     tiles = [_as_rgb(image) for image in images]
@@ -327,3 +324,11 @@ def plot_lr_finder(lrs: Sequence[float], losses: Sequence[float], smoothed: Sequ
     axes.legend(fontsize=7)
     figure.tight_layout()
     return figure
+
+
+def plot_augmentation(originals: np.ndarray, augmented: np.ndarray) -> Figure:
+    """One row per image: the original (N, C, H, W), then its augmented versions (N, views, C, H, W)."""
+    rows, views = augmented.shape[:2]
+    images = np.concatenate([originals[:, None], augmented], axis=1).reshape(rows * (views + 1), *originals.shape[1:])
+    captions = [("original" if column == 0 else f"augmented {column}") for _ in range(rows) for column in range(views + 1)]
+    return plot_image_grid(images, captions, ncols=views + 1)

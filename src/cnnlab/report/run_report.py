@@ -1,5 +1,5 @@
-"""Reports built from a run directory alone: ``report.md`` and a self-contained
-``report.html`` for one run, and a side-by-side comparison of several runs.
+"""The report of one run, built from its run directory alone: ``report.md`` and a self-contained
+``report.html`` (comparisons of several runs are ``cnnlab.report.comparison``).
 
 Nothing here loads a dataset: the trainer saved the predictions and the test images the
 analysis shows, so any report can be rebuilt or re-styled later. Only the "looking inside"
@@ -7,7 +7,6 @@ section (``cnnlab.report.network_section``) rebuilds the model from its saved we
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,81 +14,17 @@ import numpy as np
 import yaml
 
 from cnnlab import runs
-from cnnlab.report import plots
 from cnnlab.analysis.interpretation import N_PREDICTION_EXAMPLES, Interpretation, describe_confused, diagnose_curves
-from cnnlab.errors import CnnlabError
+from cnnlab.analysis.run_files import RunFiles, load_run, lookup_images
+from cnnlab.report import plots
 from cnnlab.report.document import (
     Block, BulletList, Callout, FigureWriter, Heading, ImageRow, Paragraph, Preformatted, Table,
     format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
-from cnnlab.report.network_section import inside_section
+from cnnlab.report.network_section import network_section
 
-REPORT_MARKDOWN = "report.md"
-REPORT_HTML = "report.html"
 GRID_COLUMNS = 5
-
-
-@dataclass
-class RunFiles:
-    """What a run directory holds; absent optional files are None."""
-
-    run_dir: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
-    config: Any = None
-    interpretation: Interpretation | None = None
-    examples: dict[str, np.ndarray] | None = None
-    summary: str | None = None
-    environment: dict[str, Any] | None = None
-
-
-def load_run(run_dir: Path, require_predictions: bool = False) -> RunFiles:
-    """Read every artefact of a run directory; only metrics.json is mandatory
-    (and predictions.npz when ``require_predictions``)."""
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / runs.METRICS_FILE
-    if not metrics_path.is_file():
-        raise CnnlabError(
-            f"{run_dir} is not a complete cnnlab run directory: {runs.METRICS_FILE} is missing. "
-            "Point to a folder written by `cnnlab train`, or wait until that run has finished."
-        )
-    run = RunFiles(run_dir, _read_json(metrics_path), runs.read_history(run_dir))
-    predictions_path = run_dir / runs.PREDICTIONS_FILE
-    if predictions_path.exists():
-        run.interpretation = Interpretation.from_run(run_dir)
-    elif require_predictions:
-        raise CnnlabError(
-            f"{run_dir} is incomplete: {runs.PREDICTIONS_FILE} is missing (status "
-            f"\"{run.metrics.get('status', 'unknown')}\"). Compare only runs that finished."
-        )
-    config_path = run_dir / runs.CONFIG_FILE
-    if config_path.exists():
-        run.config = _read_yaml(config_path)
-    examples_path = run_dir / runs.EXAMPLES_FILE
-    if examples_path.exists():
-        run.examples = runs.load_npz(examples_path)
-    summary_path = run_dir / runs.SUMMARY_FILE
-    if summary_path.exists():
-        run.summary = summary_path.read_text(encoding="utf-8")
-    environment_path = run_dir / runs.ENVIRONMENT_FILE
-    if environment_path.exists():
-        run.environment = _read_json(environment_path)
-    return run
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return runs.read_json(path)
-    except ValueError as error:
-        raise CnnlabError(f"{path} is not valid JSON ({error}); the run directory is damaged.") from None
-
-
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise CnnlabError(f"{path} is not valid YAML ({error}); the run directory is damaged.") from None
 
 
 def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
@@ -103,11 +38,11 @@ def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
     else:
         blocks += _per_class(run.interpretation, figures) + _confusion(run.interpretation, figures)
         blocks += _examples(run, figures, worst_n)
-        blocks += inside_section(run, figures)
+        blocks += network_section(run, figures)
     blocks += _appendix(run)
     title = f"cnnlab report: {run.metrics.get('name', run.run_dir.name)}"
-    markdown_path = run.run_dir / REPORT_MARKDOWN
-    html_path = run.run_dir / REPORT_HTML
+    markdown_path = run.run_dir / runs.REPORT_MARKDOWN_FILE
+    html_path = run.run_dir / runs.REPORT_HTML_FILE
     runs.write_text_atomic(markdown_path, render_markdown(blocks))
     runs.write_text_atomic(html_path, render_html(blocks, title, figures.pngs))
     return markdown_path, html_path
@@ -180,10 +115,8 @@ def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
         blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views."))
     path = run.run_dir / runs.AUGMENTATION_FILE
     if path.exists():
-        from cnnlab.studies.augment_preview import plot_augmentation
-
         saved = runs.load_npz(path)
-        blocks.append(figures.add("augmentation", plot_augmentation(saved["originals"], saved["augmented"]),
+        blocks.append(figures.add("augmentation", plots.plot_augmentation(saved["originals"], saved["augmented"]),
                                   "Each row: a training image, then augmented versions of it"))
     return blocks
 
@@ -279,16 +212,6 @@ def _example_grid(examples: dict[str, np.ndarray] | None, rows: list[dict[str, A
     return blocks
 
 
-def lookup_images(examples: dict[str, np.ndarray], wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Images of the ``wanted`` test indices stored in examples.npz, and a mask of
-    which indices were found."""
-    stored = np.asarray(examples["indices"], dtype=np.int64)
-    order = np.argsort(stored)
-    positions = np.clip(np.searchsorted(stored[order], wanted), 0, max(len(stored) - 1, 0))
-    found = stored[order][positions] == wanted if len(stored) else np.zeros(len(wanted), bool)
-    return examples["images"][order[positions[found]]], found
-
-
 def _prediction_bars(run: RunFiles, figures: FigureWriter) -> list[Block]:
     interpretation = run.interpretation
     if run.examples is None or interpretation is None:
@@ -315,106 +238,3 @@ def _appendix(run: RunFiles) -> list[Block]:
         blocks += [Heading("Environment"), Table(["Item", "Value"], rows)]
     seed = run.metrics.get("seed", (run.environment or {}).get("seed"))
     return blocks + [Paragraph(f"Seed: {format_value(seed)}")]
-
-
-COMPARISON_WORST_N = 10
-COMPARISON_COLUMNS = ["model", "dataset", "params", "epochs", "test_loss", "test_accuracy", "train_time_s"]
-
-
-def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None) -> dict[str, Path]:
-    """Compare finished runs side by side: comparison.csv, comparison.md and
-    comparison.html (with figures) in ``out_dir``. Returns their paths by kind."""
-    if not run_dirs:
-        raise CnnlabError("Give at least one run directory to compare.")
-    loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]
-    labels = _comparison_labels(loaded, labels)
-    out_dir = Path(out_dir)
-    rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
-    has_reported = any(row["reported_accuracy"] is not None for row in rows)
-    reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
-    columns = COMPARISON_COLUMNS + reported + ["run_dir"]
-    paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
-    runs.write_csv_atomic(paths["csv"], rows, columns)
-    figures = FigureWriter(out_dir)
-    blocks: list[Block] = [Heading(f"Comparison of {len(loaded)} runs", 1), _comparison_table(rows, has_reported)]
-    if len({row["dataset"] for row in rows}) > 1:
-        blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
-    histories = {label: run.history for label, run in zip(labels, loaded)}
-    blocks += [Heading("Validation curves"), ImageRow([
-        figures.add(f"compare_{metric}", plots.plot_comparison_curves(histories, metric), caption)
-        for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
-    ])]
-    blocks += [Heading("Confusion matrices"), ImageRow([
-        figures.add(f"compare_confusion_{number}", plots.plot_confusion(
-            run.interpretation.confusion(), run.interpretation.class_names, title=label), label)
-        for number, (label, run) in enumerate(zip(labels, loaded), start=1)
-    ])]
-    blocks += [Heading(f"{COMPARISON_WORST_N} worst classified images"), _worst_side_by_side(labels, loaded)]
-    runs.write_text_atomic(paths["md"], render_markdown(blocks))
-    runs.write_text_atomic(paths["html"], render_html(blocks, "cnnlab comparison", figures.pngs))
-    return paths
-
-
-def _comparison_labels(loaded: list[RunFiles], labels: list[str] | None) -> list[str]:
-    if labels is not None:
-        if len(labels) != len(loaded):
-            raise CnnlabError(f"Got {len(labels)} labels for {len(loaded)} run directories; give one label per run.")
-        return [str(label) for label in labels]
-    names = [str(run.metrics.get("name") or run.run_dir.name) for run in loaded]
-    if len(set(names)) < len(names):
-        names = [f"{name} ({run.run_dir.name})" for name, run in zip(names, loaded)]
-    return names
-
-
-def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
-    metrics = run.metrics
-    return {
-        "model": label,
-        "dataset": format_value(metrics.get("dataset")),
-        "params": metrics.get("params"),
-        "epochs": metrics.get("epochs"),
-        "test_loss": metrics.get("test_loss"),
-        "test_accuracy": metrics.get("test_accuracy"),
-        "train_time_s": metrics.get("train_time_s"),
-        "reported_accuracy": metrics.get("reported_accuracy"),
-        "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
-        "run_dir": str(run.run_dir),
-    }
-
-
-def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
-    headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
-    headers += ["Reported accuracy"] if has_reported else []
-    cells = []
-    for row in rows:
-        line = [row["model"], row["dataset"], format_integer(row["params"]), format_value(row["epochs"]),
-                format_number(row["test_loss"]), format_percent(row["test_accuracy"])]
-        line += [_format_reported(row["reported_accuracy"], row["reported_accuracy_kind"])] if has_reported else []
-        cells.append(line + [format_number(row["train_time_s"], 2)])
-    return Table(headers + ["Training time (s)"], cells)
-
-
-def _format_reported(value: Any, kind: Any) -> str:
-    """The lab report's own figure, a fraction (0.9196) or a percentage (91.96),
-    with what it measured (test or validation accuracy) when known."""
-    if value is None:
-        return "n/a"
-    text = format_percent(value) if float(value) <= 1 else f"{float(value):.2f}%"
-    return f"{text} ({kind})" if kind else text
-
-
-def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:
-    """One column group per run, as in the lab reports' three-model tables."""
-    worst = [run.interpretation.worst(COMPARISON_WORST_N) for run in loaded]
-    rows = []
-    for rank in range(1, max((len(run_rows) for run_rows in worst), default=0) + 1):
-        line = [str(rank)]
-        for run_rows in worst:
-            if rank <= len(run_rows):
-                row = run_rows[rank - 1]
-                line += [str(row["index"]), row["predicted"], row["true"], format_probability(row["p_true"])]
-            else:
-                line += ["", "", "", ""]
-        rows.append(line)
-    headers = ["Rank"] + ["Index", "Predicted", "True", "P(true)"] * len(loaded)
-    return Table(headers, rows, groups=[("", 1)] + [(label, 4) for label in labels])

@@ -10,7 +10,7 @@ import numpy as np
 
 from cnnlab import runs
 from cnnlab.report import plots
-from cnnlab.data.device_images import fit_normalization
+from cnnlab.data.normalization import fit_normalization
 from cnnlab.data import Dataset
 from cnnlab.report.document import FigureWriter, Heading, ImageRow, Paragraph, Table, render_html, render_markdown
 

@@ -2,27 +2,30 @@
 
 A fresh model trains for a short sweep whose learning rate grows exponentially every step
 (1e-7 to 10 over 100 steps by default) on the same data path as training: the dataset, the
-validation hold-out, the device-resident batches, the normalisation, the augmenter and the
-config's optimiser, loss, label smoothing and L2 penalty. The sweep stops once the smoothed
+validation hold-out, the device-resident batches, the normalisation, the augmenter, the compute
+plan (precision, memory layout, compilation) and training's own step (`TrainingStep`: the
+config's optimiser, loss, label smoothing and L2 penalty). The sweep stops once the smoothed
 loss exceeds 4x its minimum or becomes NaN. Nothing is restored or saved but the curve:
 lr-find never writes a run's weights."""
 
 from __future__ import annotations
 
 import math
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnlab import runs
-from cnnlab.report import plots
 from cnnlab.config import ExperimentConfig
+from cnnlab.data.device_images import DeviceImages
 from cnnlab.errors import ConfigError
+from cnnlab.experiment import prepare_experiment
+from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
+from cnnlab.report import plots
+from cnnlab.training.precision import choose_compute_plan
+from cnnlab.training.step import TrainingStep
 
 DIVERGENCE_FACTOR = 4.0  # the sweep stops when the smoothed loss exceeds this multiple of its minimum
 # exponential moving average of the loss, bias-corrected; 0.9 averages ~10 steps, about one decade of lr
@@ -47,10 +50,13 @@ class LrFinderResult:
     min_loss_lr: float | None = None
     config_lr: float | None = None
     diagnosis: str = ""
+    compute_plan: dict = field(default_factory=dict)  # precision, channels_last, compile: as training would run
 
     def to_dict(self) -> dict:
-        return {key: getattr(self, key) for key in ("suggested_lr", "steepest_lr", "min_loss_lr", "divergence_lr",
-                                                    "config_lr", "stop_reason", "diagnosis")} | {"steps_run": len(self.lrs)}
+        """The summary saved as lr_find.json (everything but the curve, which goes to lr_find.csv)."""
+        keys = ("suggested_lr", "steepest_lr", "min_loss_lr", "divergence_lr", "config_lr", "stop_reason", "diagnosis",
+                "compute_plan")
+        return {key: getattr(self, key) for key in keys} | {"steps_run": len(self.lrs)}
 
 
 def sweep_lrs(start: float, end: float, steps: int) -> np.ndarray:
@@ -64,42 +70,51 @@ def sweep_lrs(start: float, end: float, steps: int) -> np.ndarray:
 def find_lr(config: ExperimentConfig, data_dir: Path | None = None, start: float = 1e-7, end: float = 10.0,
             steps: int = 100, show_progress: bool = True) -> LrFinderResult:
     """Run the sweep for ``config`` and return the curve with its suggestion and diagnosis."""
-    from cnnlab.data.device_images import DeviceImages
-    from cnnlab.experiment import prepare_experiment
-    from cnnlab.training.optimizers import apply_lr, kernel_weights, l2_penalty, make_optimizer
-
     lrs = sweep_lrs(start, end, steps)
-    settings = config.train
-    # the same set-up as training (so a z-score normalisation is shared with the runs' cache)
-    prepared = prepare_experiment(config, data_dir)
-    device, dataset, built = prepared.device, prepared.dataset, prepared.built
-    train_positions, normalization, augmenter = prepared.train_positions, prepared.normalization, prepared.augmenter
-    data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device)
-    model = built.module.to(device).train()
-    optimizer = make_optimizer(model, config.optimizer)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    kernels = kernel_weights(model, config.optimizer.l2_layers) if config.optimizer.l2 > 0 else []
-    positions = torch.as_tensor(np.asarray(train_positions, dtype=np.int64), device=device)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    _log(show_progress, f"lr-find: {dataset.name}, {len(train_positions)} training images, batch "
-                        f"{settings.batch_size}, lr {start:g} to {end:g} over {steps} steps on {device}")
+    train_step, indices = training_step(config, data_dir)
+    plan = train_step.plan
+    runs.log_line(f"lr-find: {config.dataset.name}, {len(indices)} training images, batch {config.train.batch_size}, "
+                  f"lr {start:g} to {end:g} over {steps} steps on {plan.device} in {plan.precision}", show_progress)
+    result = LrFinderResult(config_lr=config.optimizer.lr, compute_plan=plan.to_dict())
+    _sweep(train_step, indices, lrs, config, result)
+    suggest(result)
+    result.diagnosis = diagnose(result, end)
+    return result
 
-    result = LrFinderResult(config_lr=config.optimizer.lr)
-    order = positions[torch.randperm(len(positions), generator=generator, device=device)]
-    cursor, average, best = 0, 0.0, math.inf
+
+def training_step(config: ExperimentConfig, data_dir: Path | None = None) -> tuple[TrainingStep, torch.Tensor]:
+    """The first step of ``config``'s training run and the training images' indices on the device, set
+    up as `run_experiment` does it (same preparation, compute plan, memory layout, data-initialised
+    whitening and augmenter), without a weight average (the sweep never evaluates one)."""
+    prepared = prepare_experiment(config, data_dir)
+    device, dataset = prepared.device, prepared.dataset
+    plan = choose_compute_plan(config.train, device, dataset.input_shape, prepared.built.module)
+    model = plan.prepare(prepared.built.module).train()
+    data = DeviceImages(dataset.train_images, dataset.train_labels, prepared.normalization, device, plan.channels_last)
+    indices = torch.as_tensor(np.asarray(prepared.train_indices, dtype=np.int64), device=device)
+    if needs_data_initialization(model):  # a patch-whitening first layer: set from 5,000 training images
+        initialize_from_data(model, data.batch(indices[:5000])[0])
+    train_step = TrainingStep.from_recipe(model, config, plan, data, prepared.augmenter, average_weights=False)
+    if plan.compile:
+        train_step.compile(indices[:config.train.batch_size])
+    return train_step, indices
+
+
+def _sweep(train_step: TrainingStep, indices: torch.Tensor, lrs: np.ndarray, config: ExperimentConfig,
+           result: LrFinderResult) -> None:
+    """One training step per lr in ``lrs`` on shuffled batches (reshuffled, as a new epoch, when the
+    images run out), recording the raw and smoothed loss; stops when the loss diverges."""
+    batch_size, device = config.train.batch_size, indices.device
+    generator = torch.Generator(device=device).manual_seed(config.train.seed)
+    order = indices[torch.randperm(len(indices), generator=generator, device=device)]
+    cursor, epoch, average, best = 0, 1, 0.0, math.inf
     for step, lr in enumerate(lrs):
-        if cursor + settings.batch_size > len(order) and cursor > 0:  # a new epoch: reshuffle
-            order, cursor = positions[torch.randperm(len(positions), generator=generator, device=device)], 0
-        images, labels = data.batch(order[cursor:cursor + settings.batch_size])
-        cursor += settings.batch_size
-        if augmenter is not None:
-            images = augmenter(images)
-        apply_lr(optimizer, float(lr) / config.optimizer.lr)
-        loss = criterion(model(images), labels) + l2_penalty(kernels, config.optimizer.l2)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
+        if cursor + batch_size > len(order) and cursor > 0:  # a new epoch: reshuffle
+            order = indices[torch.randperm(len(indices), generator=generator, device=device)]
+            cursor, epoch = 0, epoch + 1
+        output = train_step(order[cursor:cursor + batch_size], float(lr) / config.optimizer.lr, epoch)
+        cursor += batch_size
+        value = float(output.loss)
         average = SMOOTHING * average + (1 - SMOOTHING) * value
         smoothed = average / (1 - SMOOTHING ** (step + 1))
         result.lrs.append(float(lr))
@@ -107,15 +122,12 @@ def find_lr(config: ExperimentConfig, data_dir: Path | None = None, start: float
         result.smoothed.append(smoothed)
         if not math.isfinite(value) or not math.isfinite(smoothed):
             result.stop_reason, result.divergence_lr = f"loss became NaN or infinite at lr {lr:.3g}", float(lr)
-            break
+            return
         best = min(best, smoothed)
         if step > 0 and smoothed > DIVERGENCE_FACTOR * best:
             result.stop_reason = f"smoothed loss exceeded {DIVERGENCE_FACTOR:g}x its minimum at lr {lr:.3g}"
             result.divergence_lr = float(lr)
-            break
-    suggest(result)
-    result.diagnosis = diagnose(result, end)
-    return result
+            return
 
 
 def suggest(result: LrFinderResult) -> None:
@@ -175,9 +187,5 @@ def write_lr_finder(result: LrFinderResult, out: Path) -> dict[str, Path]:
 
 
 def default_out(config: ExperimentConfig) -> Path:
-    return Path("runs") / ("lr-find-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", config.name).strip("-") or "run"))
-
-
-def _log(enabled: bool, text: str) -> None:
-    if enabled:
-        print(text, file=sys.stderr, flush=True)
+    """runs/lr-find-NAME: where `cnnlab lr-find` writes without --out."""
+    return Path("runs") / ("lr-find-" + runs.slug(config.name))

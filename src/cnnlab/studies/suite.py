@@ -3,7 +3,6 @@ then one comparison report. Re-running skips experiments whose run directory is 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -12,7 +11,10 @@ import yaml
 
 from cnnlab import runs
 from cnnlab.config import ExperimentConfig, load_config
-from cnnlab.errors import ConfigError, TrainingDiverged
+from cnnlab.errors import ConfigError, TrainingDiverged, did_you_mean
+from cnnlab.experiment import run_experiment
+from cnnlab.report.comparison import write_comparison
+from cnnlab.studies.sweep import write_sweep
 
 SUITE_KEYS = {"name", "description", "defaults", "experiments", "sweep"}
 
@@ -49,7 +51,6 @@ def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
         raise ConfigError(f"Suite file {path} must be a mapping with name:, experiments: or sweep:.")
     unknown = set(raw) - SUITE_KEYS
     if unknown:
-        from cnnlab.errors import did_you_mean
         key = sorted(unknown)[0]
         raise ConfigError(f'Suite file {path}: unknown key "{key}".{did_you_mean(key, SUITE_KEYS)} '
                           f"Valid keys: {', '.join(sorted(SUITE_KEYS))}.")
@@ -75,24 +76,21 @@ def _experiment_list(entries: Any, common: list[str], base_dir: Path, path: Path
 
 def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True) -> dict[str, Path]:
     """Run every experiment not already complete, then write the comparison; return the written files."""
-    from cnnlab.experiment import run_experiment
-    from cnnlab.report.run_report import write_comparison
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     run_dirs, kept = [], []
     for index, experiment in enumerate(suite.experiments, 1):
         config = load_config(experiment.source, experiment.overrides)
-        run_dir = out / f"{index:02d}-{_slug(experiment.label)}"
+        run_dir = out / f"{index:02d}-{runs.slug(experiment.label)}"
         heading = f"[{index}/{len(suite.experiments)}] {experiment.label}"
         if runs.is_complete(run_dir) and _same_config(run_dir, config):
-            _say(show_progress, f"{heading}: complete, skipped ({run_dir})")
+            runs.log_line(f"{heading}: complete, skipped ({run_dir})", show_progress)
         else:
-            _say(show_progress, f"{heading}: training")
+            runs.log_line(f"{heading}: training", show_progress)
             try:
                 run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress)
             except TrainingDiverged as error:
-                _say(True, f"{heading}: diverged, left out of the comparison. {error}")
+                runs.log_line(f"{heading}: diverged, left out of the comparison. {error}")
                 continue
         run_dirs.append(run_dir)
         kept.append(experiment)
@@ -100,7 +98,6 @@ def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progre
         raise ConfigError(f"No experiment of suite {suite.name} finished, so there is nothing to compare.")
     written = write_comparison(run_dirs, out, labels=[experiment.label for experiment in kept])
     if suite.sweep_parameter:
-        from cnnlab.studies.sweep import write_sweep
         values = [experiment.sweep_value for experiment in kept]
         reported = [experiment.reported for experiment in kept]
         written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out, reported))
@@ -179,12 +176,3 @@ def _same_config(run_dir: Path, config: ExperimentConfig) -> bool:
 def _label(source: str) -> str:
     return Path(source).stem if source.endswith((".yaml", ".yml")) else source
 
-
-def _slug(text: str) -> str:
-    import re
-    return re.sub(r"[^A-Za-z0-9._=-]+", "-", text).strip("-")[:80] or "run"
-
-
-def _say(enabled: bool, text: str) -> None:
-    if enabled:
-        print(text, file=sys.stderr, flush=True)

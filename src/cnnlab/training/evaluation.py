@@ -1,4 +1,5 @@
-"""Inference on the test set: probabilities, loss, accuracy, and the saved predictions."""
+"""Inference: validation loss and accuracy during training; on the test set, probabilities, loss,
+accuracy and the saved predictions."""
 
 from __future__ import annotations
 
@@ -9,7 +10,25 @@ import torch
 from torch import nn
 
 from cnnlab import runs
+from cnnlab.augment.test_time import predict_with_views
 from cnnlab.data.device_images import DeviceImages
+
+
+@torch.no_grad()
+def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``data[indices]`` (eval mode, no augmentation);
+    the model's training mode is left as it was."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=data.device, dtype=torch.float64)
+    correct = torch.zeros((), device=data.device, dtype=torch.long)
+    for start in range(0, len(indices), batch_size):
+        images, labels = data.batch(indices[start:start + batch_size])
+        logits = model(images)
+        loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
+        correct += (logits.argmax(1) == labels).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(indices), correct.item() / len(indices)
 
 
 @torch.no_grad()
@@ -17,8 +36,6 @@ def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int 
                           test_time: str = "none") -> np.ndarray:
     """Softmax probabilities (N, K) for every image in ``data``, in order, in eval mode; with
     ``test_time`` "flip" or "flip_shift" the mean over test-time views (never augmented otherwise)."""
-    from cnnlab.augment.test_time import predict_with_views
-
     model.eval()
     outputs = []
     indices = torch.arange(len(data), device=data.device)

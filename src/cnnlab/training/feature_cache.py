@@ -2,29 +2,38 @@
 feature cache that lets a frozen backbone run once so training the head takes seconds.
 
 The feature cache lives under `cnnlab.data.locate.cache_root()/features`, one safetensors file per
-dataset identity, backbone, weights file digest, input size, truncation and normalisation."""
+dataset identity, backbone, weights file digest, input size, truncation and normalisation. It is the
+one place frozen-backbone features are computed and stored: `cnnlab train` (a frozen backbone) and
+`cnnlab features BACKBONE` both call `backbone_features`, so whichever runs second reads what the
+first computed."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
 
-from cnnlab.data.device_images import DeviceImages, Normalization
+from cnnlab import runs
+from cnnlab.augment.augmenter import Augmenter
+from cnnlab.data import DatasetConfig
+from cnnlab.data.device_images import DeviceImages
+from cnnlab.data.locate import cache_root
+from cnnlab.data.normalization import Normalization
 from cnnlab.errors import ConfigError
-from cnnlab.training.precision import automatic_fast_path
+from cnnlab.models.settings import ModelSection
 from cnnlab.models.transfer_model import TransferModel
+from cnnlab.training.precision import automatic_compute_plan
 
 FEATURE_BATCH_SIZE = 256
-FEATURES_COMPUTED = {"count": 0}  # how many times features were computed rather than read (tests read it)
 
 
-def backbone_normalization(model: nn.Module, dataset_config, channels: int) -> Normalization | None:
+def backbone_normalization(model: nn.Module, dataset_config: DatasetConfig, channels: int) -> Normalization | None:
     """The backbone's own mean/std for a `TransferModel` (or for ``dataset.normalize: backbone``),
     unless the config chose another mode explicitly; None when the usual modes apply."""
     explicit = "normalize" in dataset_config.model_fields_set
@@ -39,7 +48,7 @@ def backbone_normalization(model: nn.Module, dataset_config, channels: int) -> N
     return normalization_for_backbone(model.mean, model.std, channels)
 
 
-def normalization_for_backbone(mean, std, channels: int) -> Normalization:
+def normalization_for_backbone(mean: Sequence[float], std: Sequence[float], channels: int) -> Normalization:
     """A backbone's mean/std as the normalisation of uint8 images with ``channels`` channels."""
     mean, std = [float(value) for value in mean], [float(value) for value in std]
     if channels == 1:
@@ -48,10 +57,9 @@ def normalization_for_backbone(mean, std, channels: int) -> Normalization:
     return Normalization("backbone", mean, std, 1 / 255)
 
 
-def uses_feature_cache(model: nn.Module, model_config, augmenter) -> bool:
+def uses_feature_cache(model: nn.Module, model_config: ModelSection, augmenter: Augmenter | None) -> bool:
     """True for a frozen backbone, no augmentation and the cache not switched off."""
-    return (isinstance(model, TransferModel) and model.frozen and augmenter is None
-            and getattr(model_config, "cache_features", True))
+    return isinstance(model, TransferModel) and model.frozen and augmenter is None and model_config.cache_features
 
 
 class DeviceFeatures:
@@ -75,68 +83,69 @@ class DeviceFeatures:
 
 def cached_feature_data(model: TransferModel, train_data: DeviceImages, test_data: DeviceImages, dataset_key: str,
                         normalization: Normalization, show_progress: bool = True) -> tuple[DeviceFeatures, DeviceFeatures]:
-    """Train and test features of ``model``'s frozen backbone, read from the cache or computed once."""
+    """Train and test features of ``model``'s frozen backbone on the data's device, read from the cache
+    or computed once, for training the head."""
     path = feature_cache_path(model, dataset_key, test_data, normalization)
-    features = read_feature_cache(path)
-    if features is None:
-        if show_progress:
-            print(f"computing {model.backbone_name} features of {len(train_data) + len(test_data)} images once "
-                  f"(cached in {path})", file=sys.stderr, flush=True)
-        features = {"train": compute_features(model, train_data), "test": compute_features(model, test_data)}
-        write_feature_cache(path, features["train"], features["test"])
-    elif show_progress:
-        print(f"{model.backbone_name} features read from the cache {path}", file=sys.stderr, flush=True)
+    train, test, _ = backbone_features(model, train_data, test_data, path, show_progress=show_progress)
     device = train_data.device
-    return (DeviceFeatures(features["train"].to(device), train_data.labels),
-            DeviceFeatures(features["test"].to(device), test_data.labels))
+    return DeviceFeatures(train.to(device), train_data.labels), DeviceFeatures(test.to(device), test_data.labels)
+
+
+def backbone_features(model: TransferModel, train_data: DeviceImages, test_data: DeviceImages, path: Path,
+                      use_cache: bool = True, show_progress: bool = True,
+                      batch_size: int = FEATURE_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(train features, test features, read from the cache) of ``model``'s frozen backbone, float32 on
+    the CPU: read from the cache file ``path`` when it holds one row per image (and ``use_cache``),
+    otherwise computed with `compute_features` and written there."""
+    cached = read_feature_cache(path) if use_cache else None
+    if cached is not None and (len(cached["train"]), len(cached["test"])) == (len(train_data), len(test_data)):
+        runs.log_line(f"{model.backbone_name} features read from the cache {path}", show_progress)
+        return cached["train"], cached["test"], True
+    runs.log_line(f"computing {model.backbone_name} features of {len(train_data) + len(test_data)} images once "
+                  f"(cached in {path})", show_progress)
+    train = compute_features(model, train_data, batch_size, "train features", show_progress)
+    test = compute_features(model, test_data, batch_size, "test features", show_progress)
+    write_feature_cache(path, train, test)
+    return train, test, False
 
 
 @torch.no_grad()
-def compute_features(model: TransferModel, data: DeviceImages, batch_size: int = FEATURE_BATCH_SIZE) -> torch.Tensor:
+def compute_features(model: TransferModel, data: DeviceImages, batch_size: int = FEATURE_BATCH_SIZE,
+                     description: str = "features", show_progress: bool = False) -> torch.Tensor:
     """The backbone's features (N, D) of every image in ``data``, in order, in eval mode, float32 on the CPU."""
-    FEATURES_COMPUTED["count"] += 1
     was_training = model.training
     model.eval()
     outputs = []
     indices = torch.arange(len(data), device=data.device)
     # bfloat16 where the hardware runs convolutions faster in it (GPUs, CPUs with AMX)
-    fast = automatic_fast_path(data.device, (3, model.input_size, model.input_size), model.backbone)
-    for start in range(0, len(data), batch_size):
-        images, _ = data.batch(indices[start:start + batch_size])
-        with fast.autocast():
-            outputs.append(model.features(images).float().cpu())
+    plan = automatic_compute_plan(data.device, (3, model.input_size, model.input_size), model.backbone)
+    with runs.progress_bar(len(data), description, enabled=show_progress) as bar:
+        for start in range(0, len(data), batch_size):
+            images, _ = data.batch(indices[start:start + batch_size])
+            with plan.autocast():
+                outputs.append(model.features(images).float().cpu())
+            bar.update(len(images))
     model.train(was_training)
     return torch.cat(outputs)
 
 
 def feature_cache_path(model: TransferModel, dataset_key: str, test_data: DeviceImages,
                        normalization: Normalization) -> Path:
-    """Where the features for this dataset, backbone, weights, input size, truncation and normalisation live."""
-    return feature_cache_file(model.backbone_name, model.weights_path, model.weights_source, model.input_size,
-                              len(model.backbone.blocks), normalization, dataset_key, test_data.images.cpu().numpy())
-
-
-def feature_cache_file(backbone_name: str, weights_path: Path | None, weights_source: str, input_size: int,
-                       blocks: int, normalization: Normalization, dataset_key: str, test_images: np.ndarray) -> Path:
-    """The cache file of one backbone's features of one dataset; `cnnlab train` (frozen backbone) and
-    `cnnlab features BACKBONE` share it, so whichever runs second reads what the first computed."""
-    from cnnlab.data.locate import cache_root
-    from cnnlab.models.pretrained import file_digest
-
-    weights_digest = file_digest(weights_path) if weights_path is not None else weights_source
+    """The cache file of one frozen backbone's features of one dataset: keyed by the dataset's identity
+    and test pixels, the backbone, its weights file digest, input size, truncation and normalisation."""
+    weights_digest = runs.file_digest(model.weights_path)[:16] if model.weights_path is not None else model.weights_source
+    test_images = test_data.images.cpu().numpy()
     test_sample = hashlib.sha256(np.ascontiguousarray(test_images[::97]).tobytes()).hexdigest()
     identity = {"dataset": dataset_key, "test": [list(test_images.shape), test_sample],
-                "backbone": backbone_name, "weights": weights_digest, "input_size": input_size,
-                "blocks": blocks, "normalization": normalization.to_dict(), "version": 1}
+                "backbone": model.backbone_name, "weights": weights_digest, "input_size": model.input_size,
+                "blocks": len(model.backbone.blocks), "normalization": normalization.to_dict(), "version": 1}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:24]
-    name = backbone_name.replace(":", "-").replace("/", "-")
+    name = model.backbone_name.replace(":", "-").replace("/", "-")
     return cache_root() / "features" / f"{name}-{digest}.safetensors"
 
 
 def read_feature_cache(path: Path) -> dict[str, torch.Tensor] | None:
     """Cached "train" and "test" features, or None when the file is missing or damaged."""
-    from safetensors.torch import load_file
-
     try:
         features = load_file(str(path))
     except (OSError, ValueError, RuntimeError):
@@ -146,12 +155,8 @@ def read_feature_cache(path: Path) -> dict[str, torch.Tensor] | None:
 
 def write_feature_cache(path: Path, train: torch.Tensor, test: torch.Tensor) -> None:
     """Store train and test features (float32, CPU); an unwritable cache is skipped silently."""
-    from safetensors.torch import save
-
-    from cnnlab.runs import write_bytes_atomic
-
     features = {"train": train.float().cpu().contiguous(), "test": test.float().cpu().contiguous()}
     try:
-        write_bytes_atomic(path, save(features))
+        runs.write_bytes_atomic(path, save(features))
     except OSError:
         pass  # an unwritable cache only costs the recomputation next time

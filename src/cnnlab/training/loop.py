@@ -1,31 +1,36 @@
-"""The training loop: index-gather batches on the device, schedules, early stopping,
-best-weights restore, a NaN/Inf guard, per-epoch history written as it grows."""
+"""The training loop: shuffled epochs of `TrainingStep`s on device-resident batches, schedules,
+validation, early stopping, best-weights restore, a NaN/Inf guard, per-epoch history written as it grows."""
 
 from __future__ import annotations
 
 import copy
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
-from cnnlab.training.weight_average import WeightAverage
+from cnnlab import runs
 from cnnlab.data.device_images import DeviceImages
-from cnnlab.config import ExperimentConfig
-from cnnlab.training.precision import FastPath
-from cnnlab.training.optimizers import apply_lr, kernel_weights, l2_penalty, lr_factor_function, make_optimizer
+from cnnlab.training.evaluation import evaluate_indices
+from cnnlab.training.optimizers import lr_factor_function
+from cnnlab.training.precision import ComputePlan
+from cnnlab.training.settings import EarlyStopping, TrainingRecipe, TrainSection
+from cnnlab.training.step import Augment, TrainingStep
 
 EpochCallback = Callable[[list[dict]], None]
-Augment = Callable[..., torch.Tensor]  # augment(images, positions=..., epoch=...)
+LrFactor = Callable[[float], float]  # training progress in epochs -> multiple of the base lr
+# How often the running loss is read and checked for NaN/Inf: this many times an epoch on a CPU; on an
+# accelerator only at the epoch's end, since reading a value from the device waits for the queued work.
+DIVERGENCE_CHECKS_PER_EPOCH = 20
 
 
 @dataclass
 class TrainResult:
+    """The history and how training ended ("complete" or "diverged", with the reason in words)."""
+
     history: list[dict] = field(default_factory=list)
     train_time_s: float = 0.0
     best_epoch: Optional[int] = None
@@ -40,138 +45,104 @@ class TrainResult:
 
 
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
-        config: ExperimentConfig, on_epoch_end: EpochCallback | None = None,
-        augment: Augment | None = None, show_progress: bool = True, fast: FastPath | None = None) -> TrainResult:
-    """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``.
+        recipe: TrainingRecipe, on_epoch_end: EpochCallback | None = None, augment: Augment | None = None,
+        show_progress: bool = True, plan: ComputePlan | None = None) -> TrainResult:
+    """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``, as
+    ``recipe`` (its train, optimizer and schedule sections) says.
 
-    Stops early when asked, restores the best weights when asked, and stops with
-    status "diverged" when the loss becomes NaN or infinite. ``fast`` says the precision, layout
-    and compilation (default: float32, as built)."""
-    settings = config.train
-    fast = fast or FastPath(data.device)
-    optimizer = make_optimizer(model, config.optimizer)
-    scaler = fast.grad_scaler()
-    average = WeightAverage(model, settings.ema_decay) if settings.ema_decay else None
-    lr_factor = lr_factor_function(config.schedule, config.optimizer.lr, settings.epochs)
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    kernels = kernel_weights(model, config.optimizer.l2_layers) if config.optimizer.l2 > 0 else []
+    Stops early when asked, restores the best weights when asked, and stops with status "diverged"
+    when the loss becomes NaN or infinite. ``plan`` says the precision, layout and compilation
+    (default: float32, as built). ``on_epoch_end`` gets the history after every completed epoch."""
+    settings = recipe.train
+    plan = plan or ComputePlan(data.device)
+    train_step = TrainingStep.from_recipe(model, recipe, plan, data, augment)
+    lr_factor = lr_factor_function(recipe.schedule, recipe.optimizer.lr, settings.epochs)
     generator = torch.Generator(device=data.device).manual_seed(settings.seed)
-    steps_per_epoch = _steps_per_epoch(len(train_indices), settings.batch_size)
+    steps = _steps_per_epoch(len(train_indices), settings.batch_size)
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None
     result = TrainResult()
-    step_model = model
-    if fast.compile:
-        step_model, result.compile_time_s = compile_model(model, data, train_indices[:settings.batch_size], fast)
-    # Reading a value from the device waits for the queued work: on a GPU, only once per epoch.
-    sync_on_device = data.device.type != "cpu"
+    if plan.compile:
+        result.compile_time_s = train_step.compile(train_indices[:settings.batch_size])
     started = time.perf_counter()
 
     for epoch in range(1, settings.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
         order = train_indices[torch.randperm(len(train_indices), generator=generator, device=data.device)]
-        loss_sum = torch.zeros((), device=data.device)
-        correct = torch.zeros((), device=data.device, dtype=torch.long)
-        seen = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch}/{settings.epochs}", leave=False,
-                   disable=not show_progress or not sys.stderr.isatty(), unit="batch")
-        report_every = steps_per_epoch if sync_on_device else max(1, steps_per_epoch // 20)
-        for step in range(steps_per_epoch):
-            lr = apply_lr(optimizer, lr_factor(epoch - 1 + step / steps_per_epoch))
-            positions = order[step * settings.batch_size:(step + 1) * settings.batch_size]
-            images, labels = data.batch(positions)
-            if augment is not None:
-                images = augment(images, positions=positions, epoch=epoch)
-            with fast.autocast():
-                logits = step_model(images)
-                loss = criterion(logits.float(), labels) + l2_penalty(kernels, config.optimizer.l2)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if average is not None:
-                average.update()
-            loss_sum += loss.detach() * labels.shape[0]
-            correct += (logits.detach().argmax(1) == labels).sum()
-            seen += labels.shape[0]
-            if sync_on_device and step + 1 < steps_per_epoch:
-                bar.update(1)
-            elif (step + 1) % report_every == 0 or step + 1 == steps_per_epoch:
-                running = loss_sum.item() / seen
-                if not math.isfinite(running):
-                    _nan_row(result, epoch, lr, epoch_started)
-                    return _diverged(result, epoch, step + 1, steps_per_epoch, lr, started, bar)
-                bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.3f}", lr=f"{lr:.2g}")
-                bar.update(step + 1 - bar.n)
-        bar.close()
-        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
-               "val_loss": float("nan"), "val_accuracy": float("nan"), "lr": lr}
+        row, diverged_at = _train_epoch(train_step, order, epoch, settings, lr_factor, show_progress)
         validated = len(val_indices) > 0 and (epoch % settings.validate_every == 0 or epoch == settings.epochs)
-        if validated:
-            with fast.autocast():
-                row["val_loss"], row["val_accuracy"] = evaluate_indices(step_model, data, val_indices,
-                                                                        settings.eval_batch_size)
+        if validated and diverged_at is None:
+            row["val_loss"], row["val_accuracy"] = _validate(train_step, val_indices, settings.eval_batch_size)
         row["epoch_time_s"] = time.perf_counter() - epoch_started
         result.history.append(row)
+        if diverged_at is not None:
+            return _diverged(result, epoch, diverged_at, steps, row["lr"], started)
         if on_epoch_end is not None:
             on_epoch_end(result.history)
-        if show_progress:
-            print(_epoch_line(row, settings.epochs), file=sys.stderr, flush=True)
+        runs.log_line(_epoch_line(row, settings.epochs), show_progress)
         if validated and not math.isfinite(row["val_loss"]):
-            return _diverged(result, epoch, steps_per_epoch, steps_per_epoch, lr, started, None, where="validation")
+            return _diverged(result, epoch, steps, steps, row["lr"], started, where="validation")
         if validated and stopper is not None and stopper.update(row, model):
-            result.stop_reason = (f"early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs "
-                                  f"after epoch {stopper.best_epoch}")
+            result.stop_reason = stopper.reason()
             break
+    _finish(result, train_step, stopper, started)
+    return result
 
-    if average is not None:
-        average.copy_to_model()
+
+def _train_epoch(train_step: TrainingStep, order: torch.Tensor, epoch: int, settings: TrainSection,
+                 lr_factor: LrFactor, show_progress: bool) -> tuple[dict, Optional[int]]:
+    """One pass over the shuffled ``order`` in batches. Returns the epoch's history row (train loss,
+    accuracy and last lr; validation left NaN) and the step at which the running loss was seen to be
+    NaN or infinite (None when it stayed finite; the row is then all NaN)."""
+    batch_size = settings.batch_size
+    steps = _steps_per_epoch(len(order), batch_size)
+    device = train_step.data.device
+    check_every = steps if device.type != "cpu" else max(1, steps // DIVERGENCE_CHECKS_PER_EPOCH)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen, lr = 0, math.nan
+    with runs.progress_bar(steps, f"epoch {epoch}/{settings.epochs}", unit="batch", enabled=show_progress) as bar:
+        for step in range(steps):
+            output = train_step(order[step * batch_size:(step + 1) * batch_size],
+                                lr_factor(epoch - 1 + step / steps), epoch)
+            lr = output.lr
+            loss_sum += output.loss * output.labels.shape[0]
+            correct += (output.logits.argmax(1) == output.labels).sum()
+            seen += output.labels.shape[0]
+            if (step + 1) % check_every == 0 or step + 1 == steps:
+                running = loss_sum.item() / seen
+                if not math.isfinite(running):
+                    return _row(epoch, math.nan, math.nan, lr), step + 1
+                if not bar.disable:  # the bar only shows what the check has already read
+                    bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.3f}", lr=f"{lr:.2g}")
+            bar.update(1)
+    return _row(epoch, loss_sum.item() / seen, correct.item() / seen, lr), None
+
+
+def _row(epoch: int, train_loss: float, train_accuracy: float, lr: float) -> dict:
+    """An epoch's history row before validation (validation NaN until it runs)."""
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": math.nan,
+            "val_accuracy": math.nan, "lr": lr}
+
+
+def _validate(train_step: TrainingStep, indices: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Validation loss and accuracy of the model as it trains (compiled when it is), in the plan's precision."""
+    with train_step.plan.autocast():
+        return evaluate_indices(train_step.forward, train_step.data, indices, batch_size)
+
+
+def _finish(result: TrainResult, train_step: TrainingStep, stopper: Optional["EarlyStopper"], started: float) -> None:
+    """End a run that did not diverge: the weight average into the model, the best weights restored
+    when asked, the training time and the stop reason."""
+    train_step.finish()
     result.train_time_s = time.perf_counter() - started
     if stopper is not None:
         result.best_epoch = stopper.best_epoch
         if stopper.restore_best and stopper.best_state is not None:
-            model.load_state_dict(stopper.best_state)
+            train_step.model.load_state_dict(stopper.best_state)
             result.stop_reason += ("; " if result.stop_reason else "") + f"weights restored from epoch {stopper.best_epoch}"
     if not result.stop_reason:
         result.stop_reason = f"completed {len(result.history)} epochs"
-    return result
-
-
-@torch.no_grad()
-def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``data[indices]`` (eval mode, no augmentation)."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=data.device, dtype=torch.float64)
-    correct = torch.zeros((), device=data.device, dtype=torch.long)
-    for start in range(0, len(indices), batch_size):
-        images, labels = data.batch(indices[start:start + batch_size])
-        logits = model(images)
-        loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
-        correct += (logits.argmax(1) == labels).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(indices), correct.item() / len(indices)
-
-
-def compile_model(model: nn.Module, data: DeviceImages, positions: torch.Tensor,
-                  fast: FastPath) -> tuple[nn.Module, float]:
-    """torch.compile ``model`` and pay its one-time cost now, on one batch (training and evaluation
-    graphs), leaving weights, statistics and gradients as they were. Returns (compiled, seconds)."""
-    started = time.perf_counter()
-    compiled = torch.compile(model)
-    state = copy.deepcopy(model.state_dict())
-    images, labels = data.batch(positions)
-    with fast.autocast():
-        nn.functional.cross_entropy(compiled(images).float(), labels).backward()
-        model.eval()
-        with torch.no_grad():
-            compiled(images)
-        model.train()
-    model.zero_grad(set_to_none=True)
-    model.load_state_dict(state)
-    if data.device.type == "cuda":
-        torch.cuda.synchronize(data.device)
-    return compiled, time.perf_counter() - started
 
 
 def _steps_per_epoch(samples: int, batch_size: int) -> int:
@@ -181,17 +152,10 @@ def _steps_per_epoch(samples: int, batch_size: int) -> int:
     return max(1, full + (1 if remainder > 1 else 0))
 
 
-def _nan_row(result: TrainResult, epoch: int, lr: float, epoch_started: float) -> None:
-    """Record the diverged epoch as a NaN row, so the history (and its reading) shows where it happened."""
-    nan = float("nan")
-    result.history.append({"epoch": epoch, "train_loss": nan, "train_accuracy": nan, "val_loss": nan,
-                           "val_accuracy": nan, "lr": lr, "epoch_time_s": time.perf_counter() - epoch_started})
-
-
 class EarlyStopper:
     """Tracks the monitored validation metric; keeps a copy of the best weights."""
 
-    def __init__(self, settings):
+    def __init__(self, settings: EarlyStopping):
         self.monitor = settings.monitor
         self.patience = settings.patience
         self.min_delta = settings.min_delta
@@ -213,11 +177,15 @@ class EarlyStopper:
         self.waited += 1
         return self.waited >= self.patience
 
+    def reason(self) -> str:
+        """Why training stopped, once `update` has returned True."""
+        return (f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
+                f"after epoch {self.best_epoch}")
 
-def _diverged(result: TrainResult, epoch: int, step: int, steps: int, lr: float, started: float, bar,
+
+def _diverged(result: TrainResult, epoch: int, step: int, steps: int, lr: float, started: float,
               where: str = "training") -> TrainResult:
-    if bar is not None:
-        bar.close()
+    """Mark ``result`` diverged, with a reason that says where and what to try."""
     result.train_time_s = time.perf_counter() - started
     result.status = "diverged"
     result.stop_reason = (

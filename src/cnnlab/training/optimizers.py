@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnlab.config import OptimizerSection, ScheduleSection
+from cnnlab.training.settings import OptimizerSection, ScheduleSection
 
 
 def make_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.Optimizer:
@@ -54,6 +54,7 @@ def kernel_weights(model: nn.Module, layers: str = "all") -> list[torch.Tensor]:
 
 
 def l2_penalty(kernels: list[torch.Tensor], strength: float) -> torch.Tensor | float:
+    """``strength`` times the summed squares of ``kernels`` (0.0 when there is nothing to penalise)."""
     if strength == 0 or not kernels:
         return 0.0
     return strength * sum(w.pow(2).sum() for w in kernels)

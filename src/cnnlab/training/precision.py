@@ -1,7 +1,7 @@
-"""The fast path's hardware choices: numeric precision, memory layout and compilation.
+"""The compute plan: how a model runs on its device (numeric precision, memory layout, compilation).
 
-Every experiment gets them (not only the fast presets); `train.precision`, `train.channels_last` and
-`train.compile` override the automatic choice, and the choice is recorded in each run's metrics."""
+Every experiment gets one; `train.precision`, `train.channels_last` and `train.compile` override the
+automatic choice, and the choice is recorded in each run's metrics (under the key "fast_path")."""
 
 from __future__ import annotations
 
@@ -16,13 +16,14 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.errors import ConfigError
+from cnnlab.training.settings import TrainSection
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
-class FastPath:
-    """How the training step runs on its device."""
+class ComputePlan:
+    """How a model runs on one device: precision, memory layout and compilation."""
 
     device: torch.device
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast with loss scaling, CUDA only)
@@ -53,6 +54,7 @@ class FastPath:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def to_dict(self) -> dict:
+        """The plan as recorded in a run's metrics: precision, channels_last, compile."""
         return {"precision": self.precision, "channels_last": self.channels_last, "compile": self.compile}
 
 
@@ -79,8 +81,10 @@ class DepthwiseInFloat32(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def choose_fast_path(settings, device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> FastPath:
-    """Resolve "auto" settings for ``device`` and ``model`` (settings: the config's train section).
+def choose_compute_plan(settings: TrainSection, device: torch.device, input_shape: tuple[int, ...],
+                        model: nn.Module) -> ComputePlan:
+    """Resolve the train section's precision, channels_last and compile ("auto" or forced) for ``device``
+    and ``model``; raises ConfigError for fp16 off CUDA.
 
     "Convolutional" below means a model with a convolution on colour images or with two or more
     convolutions: measured here, a single convolution on grey images (keras/mnist/model1) runs slower
@@ -104,7 +108,7 @@ def choose_fast_path(settings, device: torch.device, input_shape: tuple[int, ...
     channels_last = settings.channels_last
     if channels_last == "auto":
         channels_last = convolutions > 0 and (device.type == "cuda" or convolutional)
-    return FastPath(device, precision, bool(channels_last), bool(settings.compile))
+    return ComputePlan(device, precision, bool(channels_last), bool(settings.compile))
 
 
 @functools.lru_cache(maxsize=1)
@@ -117,9 +121,7 @@ def cpu_has_bf16_matrix_units() -> bool:
     return "amx_bf16" in flags and torch.backends.mkldnn.is_available()
 
 
-def automatic_fast_path(device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> FastPath:
-    """The automatic choices without a config, for inference outside training (feature extraction)."""
-    from types import SimpleNamespace
-
-    return choose_fast_path(SimpleNamespace(precision="auto", channels_last="auto", compile=False), device,
-                            input_shape, model)
+def automatic_compute_plan(device: torch.device, input_shape: tuple[int, ...], model: nn.Module) -> ComputePlan:
+    """The automatic choices without a config (the train section's defaults: auto precision and
+    layout, no compilation), for inference outside training (feature extraction)."""
+    return choose_compute_plan(TrainSection(), device, input_shape, model)

@@ -27,6 +27,7 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self) -> None:
+        """Count one optimiser step; every ``every`` steps, move the average towards the weights."""
         self.steps += 1
         if self.steps % self.every:
             return

@@ -1,28 +1,30 @@
-"""The model zoo: every model the lab reports describe, by name, plus an MLP baseline.
+"""The model zoo: every model the lab reports describe, by name, plus cnnlab's own presets and a baseline.
 
     from cnnlab.models import zoo
     entry = zoo.get_entry("keras/cifar10/model7")   # layers, recipe, reported accuracy and time
 
-Entries are registered by `zoo_lab4` (reports 000/002), `zoo_cifar10` (reports 001, 003, 004) and
-`zoo_transfer` (efficientnet-lite0 transfer learning) when this module is imported."""
+One module per lab report (report000, report001, report003, report004) and per cnnlab family
+(fast, transfer, baselines); importing this package imports them all, and each registers its
+entries with `register(ZooEntry(...))`. `PREFIXES` says which report or family each name prefix
+stands for (`cnnlab models` prints it as a legend)."""
 
 from __future__ import annotations
 
-from cnnlab.models.zoo import cifar10_reports, fast, report000, transfer  # noqa: F401  (importing them registers their entries)
+from cnnlab.models.zoo import baselines, fast, report000, report001, report003, report004, transfer
 from cnnlab.models.zoo.registry import (
-    DATASET_INPUT_SHAPES, PRETRAINED_REASON, ZooEntry, get_entry, list_entries, make_recipe, register,
+    DATASET_INPUT_SHAPES, RENAMED, ZooEntry, get_entry, list_entries, make_recipe, name_prefix, register,
 )
 
-__all__ = ["DATASET_INPUT_SHAPES", "PRETRAINED_REASON", "ZooEntry", "get_entry", "list_entries", "make_recipe",
-           "register"]
+# What each name prefix stands for, in the order `cnnlab models` lists them.
+PREFIXES = {
+    "mlp": baselines.TITLE,
+    "fast/": fast.TITLE,
+    "transfer/": transfer.TITLE,
+    "keras/": f"{report000.TITLE}, Keras part (MNIST and CIFAR-10)",
+    "torch/": f"{report000.TITLE}, PyTorch part (MNIST and CIFAR-10)",
+    "cifar10/": f"{report001.TITLE}; {report003.TITLE}",
+    "report004/": report004.TITLE,
+}
 
-
-@register
-def mlp() -> ZooEntry:
-    return ZooEntry(
-        name="mlp", dataset="digits",
-        layers=["Flatten", "Dense: 512, relu", "Dropout: 0.2", "Dense: 256, relu", "Dense: classes"],
-        recipe=make_recipe(20, batch_size=32, optimizer={"name": "adam", "lr": 1e-3}),
-        description="Multilayer perceptron baseline (512 and 256 ReLU units, dropout 0.2), the kind of model the "
-                    "Lab 4 reports compare their CNNs with; Adam lr 1e-3, batch 32, 20 epochs",
-        source="cnnlab baseline")
+__all__ = ["DATASET_INPUT_SHAPES", "PREFIXES", "RENAMED", "ZooEntry", "get_entry", "list_entries", "make_recipe",
+           "name_prefix", "register"]

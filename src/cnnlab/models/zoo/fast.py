@@ -1,4 +1,7 @@
-"""Fast recipes: the shortest way this toolkit knows to a good model, through the same trainer.
+"""cnnlab's speed presets (no lab report): the shortest way this toolkit knows to a good model.
+
+Recipes as each entry states them: batch-norm CNNs with Nesterov SGD, a one-cycle schedule and
+label smoothing, trained by the same trainer as every other entry.
 
     cnnlab train fast/mnist                          # >= 99.0% test accuracy on MNIST
     cnnlab train fast/cifar10 dataset.name=cifar10-jpeg
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
+TITLE = "cnnlab's speed presets: the shortest way it knows to a good model (no lab report)"
 SOURCE = "cnnlab fast recipes"
 
 # Three 3x3 conv / ReLU / batch-norm / max-pool stages and a linear classifier on the 3x3x128 map:

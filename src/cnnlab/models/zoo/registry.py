@@ -1,12 +1,13 @@
 """The model zoo's registry: `ZooEntry` records, `register`, `get_entry`, `list_entries`.
 
-The entries themselves live in `cnnlab.models.zoo` and the modules it imports."""
+The entries themselves live in one module per lab report (and one per cnnlab preset family),
+which `cnnlab.models.zoo` imports; each calls `register(ZooEntry(...))` once per entry."""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 from cnnlab.errors import ConfigError, did_you_mean
 
@@ -14,7 +15,23 @@ from cnnlab.errors import ConfigError, did_you_mean
 DATASET_INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
                         "cifar10-jpeg": (3, 32, 32)}
 RECIPE_KEYS = ("dataset", "train", "optimizer", "schedule", "augment")
-PRETRAINED_REASON = "needs pretrained ImageNet weights: comes with the transfer-learning feature (not yet available)"
+
+# Entries that were renamed: old name -> current name. Run folders made before a rename keep the
+# old name in their config.yaml, so `get_entry` still resolves it (to rebuild and report those
+# runs); `list_entries` and `cnnlab models` show only current names.
+# Report 004 ("TP RF: CNN") was first registered under the opaque prefix tprf/.
+RENAMED = {
+    "tprf/baseline": "report004/baseline",
+    "tprf/narrow": "report004/narrow",
+    "tprf/wide": "report004/wide",
+    "tprf/three-convs": "report004/three-convs",
+    "tprf/three-blocks": "report004/three-blocks",
+    "tprf/three-blocks-augment": "report004/three-blocks-augment",
+    "tprf/three-blocks-schedule": "report004/three-blocks-schedule",
+    "tprf/three-blocks-dropout": "report004/three-blocks-dropout",
+    "tprf/three-blocks-batchnorm": "report004/three-blocks-batchnorm",
+    "tprf/squeezenet": "report004/squeezenet",
+}
 
 
 @dataclass
@@ -30,8 +47,6 @@ class ZooEntry:
     reported_accuracy: float | None = None  # 0..1
     reported_accuracy_kind: str = "test"  # "test" or "validation"
     reported_time_s: float | None = None  # the report's own training time, on its own machine
-    available: bool = True
-    unavailable_reason: str = ""
     # a pretrained backbone's settings (backbone, trainable, input_size, ...: the model section's keys);
     # `layers` is then the head on its features
     backbone: dict[str, Any] | None = None
@@ -50,20 +65,19 @@ class ZooEntry:
 _ENTRIES: dict[str, ZooEntry] = {}
 
 
-def register(entry: Union[ZooEntry, Callable[[], ZooEntry]]) -> Any:
-    """Add an entry to the zoo. Works on a `ZooEntry` or, as a decorator, on a function returning one."""
-    if callable(entry) and not isinstance(entry, ZooEntry):
-        register(entry())
-        return entry
+def register(entry: ZooEntry) -> ZooEntry:
+    """Add an entry to the zoo; ValueError (a bug in a zoo module) if it is malformed or registered twice."""
     _check_entry(entry)
     _ENTRIES[entry.name] = entry
     return entry
 
 
 def get_entry(name: str) -> ZooEntry:
-    """The entry called `name`; ConfigError with the closest name when there is none."""
-    if name in _ENTRIES:
-        return _ENTRIES[name]
+    """The entry called `name` (or formerly called so, see RENAMED); ConfigError with the closest
+    name when there is none."""
+    current_name = RENAMED.get(name, name)
+    if current_name in _ENTRIES:
+        return _ENTRIES[current_name]
     raise ConfigError(f'Unknown model "{name}".{did_you_mean(name, _ENTRIES)} '
                       "Run `cnnlab models` to list the zoo, or give the layers yourself with model: {layers: [...]}.")
 
@@ -72,6 +86,11 @@ def list_entries(dataset: str | None = None) -> list[ZooEntry]:
     """All entries, or those for one dataset, grouped by source (baseline, then report 000, 001, ...)."""
     chosen = [entry for entry in _ENTRIES.values() if dataset is None or entry.dataset == dataset]
     return sorted(chosen, key=lambda entry: entry.source)  # stable: registration order within a source
+
+
+def name_prefix(name: str) -> str:
+    """The family part of an entry's name: "keras/" for keras/mnist/model1, the whole name when it has no "/"."""
+    return name.split("/", 1)[0] + "/" if "/" in name else name
 
 
 def make_recipe(epochs: int, *, batch_size: int = 32, validation_split: float = 0.1,
@@ -89,8 +108,8 @@ def make_recipe(epochs: int, *, batch_size: int = 32, validation_split: float = 
 
 def _check_entry(entry: ZooEntry) -> None:
     # These are programming errors in a zoo module, not user errors.
-    if entry.name in _ENTRIES:
-        raise ValueError(f"zoo entry {entry.name} is registered twice")
+    if entry.name in _ENTRIES or entry.name in RENAMED:
+        raise ValueError(f"zoo entry {entry.name} is registered twice (or under a name given up in RENAMED)")
     if entry.dataset not in DATASET_INPUT_SHAPES:
         raise ValueError(f"zoo entry {entry.name}: unknown dataset {entry.dataset}")
     if entry.reported_accuracy is not None and not 0 <= entry.reported_accuracy <= 1:
@@ -100,5 +119,3 @@ def _check_entry(entry: ZooEntry) -> None:
     unknown = set(entry.recipe) - set(RECIPE_KEYS)
     if unknown:
         raise ValueError(f"zoo entry {entry.name}: unknown recipe keys {sorted(unknown)}")
-    if entry.available == bool(entry.unavailable_reason):
-        raise ValueError(f"zoo entry {entry.name}: give an unavailable_reason exactly when available is False")

@@ -1,7 +1,9 @@
-"""Zoo entries from reports 000/002, "DLCV Lab 4": the Keras part and the PyTorch part, MNIST and CIFAR-10.
+"""Reports 000/002, "DLCV Lab 4": its Keras part and its PyTorch part, on MNIST and CIFAR-10.
 
-Layers are written as the report lists them. The report gives 20 epochs and batch 32 but no
-optimizer: Adam at lr 1e-3 (the Keras default) is assumed for both parts."""
+Recipe as the report states it: 20 epochs (100 for keras/cifar10/model10 and torch/cifar10/praisynet),
+batch 32. It names no optimizer: Adam at lr 1e-3 (the Keras default) is assumed for both parts.
+Layers are written as the report lists them; Keras names (`Conv2D`, `Dense`) get a ReLU after each
+layer but the last, PyTorch names (`Conv2d`, `Linear`) only where the report lists a `ReLU`."""
 
 from __future__ import annotations
 
@@ -9,28 +11,31 @@ from typing import Any
 
 from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
+TITLE = 'reports 000/002, "DLCV Lab 4"'
 KERAS_SOURCE = "report 000, Keras part"
 TORCH_SOURCE = "report 000, PyTorch part"
-ASSUMED = "batch 32; optimizer not stated, Keras defaults assumed (Adam lr 1e-3, ReLU after each Conv2D)"
+KERAS_ASSUMED = "batch 32; optimizer not stated, Keras defaults assumed (Adam lr 1e-3, ReLU after each Conv2D)"
 TORCH_ASSUMED = "batch 32; optimizer not stated, Adam lr 1e-3 assumed; no ReLU where the report lists none"
 SHIFT_FLIP = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}
 PRAISYNET_AUGMENT = {"random_affine": {"degrees": 0, "scale": [0.2, 1.2], "shear": 10},
                      "horizontal_flip": True, "rotation_range": 10}
 
 
-def conv(filters: int, kernel: int) -> str:
+def keras_conv(filters: int, kernel: int) -> str:
+    """A Keras Conv2D layer as the report writes it: stride 1, no padding."""
     return f"Conv2D: {filters}, {kernel}, 1, 'valid'"
 
 
 def torch_conv(filters: int, kernel: int) -> str:
+    """A PyTorch Conv2d layer as the report writes it: stride 1, no padding."""
     return f"Conv2d: {filters}, {kernel}, 1, 0"
 
 
-KERAS_MODEL1 = [conv(32, 3), "Flatten", "Dense: 10, 'softmax'"]
-KERAS_MODEL5 = [conv(64, 5), conv(128, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", conv(256, 5), "Flatten",
-                "Dense: 10, 'softmax'"]
-KERAS_MODEL7 = [conv(64, 5), conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
-                conv(128, 5), conv(128, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
+KERAS_MODEL1 = [keras_conv(32, 3), "Flatten", "Dense: 10, 'softmax'"]
+KERAS_MODEL5 = [keras_conv(64, 5), keras_conv(128, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", keras_conv(256, 5),
+                "Flatten", "Dense: 10, 'softmax'"]
+KERAS_MODEL7 = [keras_conv(64, 5), keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
+                keras_conv(128, 5), keras_conv(128, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
                 "Flatten", "Dense: 128, 'relu'", "Dense: 10, 'softmax'"]
 TORCH_MODEL1 = [torch_conv(32, 3), "Flatten", "Linear: 10"]
 TORCH_MODEL3_BLOCK = [torch_conv(64, 3), torch_conv(32, 3), "Dropout", "ReLU", "MaxPool2d: 2, 1, 0"]
@@ -42,13 +47,15 @@ PRAISNET = [torch_conv(64, 5), torch_conv(64, 5), "MaxPool2d: 2, 2, 0", "BatchNo
 
 def keras_entry(name: str, dataset: str, layers: list[str], accuracy: float, time_s: float, description: str,
                 epochs: int = 20, augment: dict[str, Any] | None = None, **fields: Any) -> ZooEntry:
+    """An entry of the report's Keras part, with its recipe and its stated assumptions."""
     return ZooEntry(name=name, dataset=dataset, layers=layers, recipe=make_recipe(epochs, augment=augment),
-                    description=f"{description}. {ASSUMED}.", source=KERAS_SOURCE, reported_accuracy=accuracy,
+                    description=f"{description}. {KERAS_ASSUMED}.", source=KERAS_SOURCE, reported_accuracy=accuracy,
                     reported_time_s=time_s, **fields)
 
 
 def torch_entry(name: str, dataset: str, layers: list[str], accuracy: float, time_s: float, description: str,
                 epochs: int = 20, augment: dict[str, Any] | None = None, **fields: Any) -> ZooEntry:
+    """An entry of the report's PyTorch part, with its recipe and its stated assumptions."""
     return ZooEntry(name=name, dataset=dataset, layers=layers, recipe=make_recipe(epochs, augment=augment),
                     description=f"{description}. {TORCH_ASSUMED}.", source=TORCH_SOURCE,
                     reported_accuracy=accuracy, reported_time_s=time_s, **fields)
@@ -59,16 +66,16 @@ def torch_entry(name: str, dataset: str, layers: list[str], accuracy: float, tim
 register(keras_entry("keras/mnist/model1", "mnist", KERAS_MODEL1, 0.9196, 46.96,
                      "First CNN: one 3x3 convolution and a softmax layer (report 002 re-run: 92.43%)"))
 register(keras_entry("keras/mnist/model2", "mnist",
-                     [conv(32, 3), conv(64, 3), "MaxPooling: 2, 1, 'valid'", conv(128, 3), "Flatten",
-                      "Dense: 10, 'softmax'"], 0.9781, 144.61,
+                     [keras_conv(32, 3), keras_conv(64, 3), "MaxPooling: 2, 1, 'valid'", keras_conv(128, 3),
+                      "Flatten", "Dense: 10, 'softmax'"], 0.9781, 144.61,
                      "Three 3x3 convolutions with a stride-1 max-pool, the architecture given in class"))
 register(keras_entry("keras/mnist/model3", "mnist",
-                     [conv(32, 5), conv(64, 5), "BatchNorm", "MaxPooling: 2, 1, 'valid'", conv(128, 5), "Flatten",
-                      "Dense: 10, 'softmax'"], 0.9812, 143.87,
+                     [keras_conv(32, 5), keras_conv(64, 5), "BatchNorm", "MaxPooling: 2, 1, 'valid'",
+                      keras_conv(128, 5), "Flatten", "Dense: 10, 'softmax'"], 0.9812, 143.87,
                      "5x5 convolutions with batch normalization and a stride-1 max-pool"))
 register(keras_entry("keras/mnist/model4", "mnist",
-                     [conv(32, 5), conv(64, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", conv(128, 5), "Flatten",
-                      "Dense: 10, 'softmax'"], 0.9813, 113.17,
+                     [keras_conv(32, 5), keras_conv(64, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'",
+                      keras_conv(128, 5), "Flatten", "Dense: 10, 'softmax'"], 0.9813, 113.17,
                      "model3 with a stride-2 max-pool: as accurate and faster, the report's pick"))
 register(keras_entry("keras/mnist/model5", "mnist", KERAS_MODEL5, 0.9804, 211.00,
                      "model4 with twice the filters (64, 128, 256)"))
@@ -80,8 +87,9 @@ register(keras_entry("keras/cifar10/model1", "cifar10", KERAS_MODEL1, 0.3335, 53
 register(keras_entry("keras/cifar10/model5", "cifar10", KERAS_MODEL5, 0.5596, 200.59,
                      "keras/mnist/model5 on CIFAR-10"))
 register(keras_entry("keras/cifar10/model6", "cifar10",
-                     [conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm", conv(128, 5), "MaxPooling: 2, 2, 'valid'",
-                      "BatchNorm", "Flatten", "Dense: 128, 'relu'", "Dense: 10, 'softmax'"], 0.6378, 95.43,
+                     [keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm", keras_conv(128, 5),
+                      "MaxPooling: 2, 2, 'valid'", "BatchNorm", "Flatten", "Dense: 128, 'relu'",
+                      "Dense: 10, 'softmax'"], 0.6378, 95.43,
                      "Two conv/pool/batch-norm stages and a 128-unit hidden layer"))
 register(keras_entry("keras/cifar10/model7", "cifar10", KERAS_MODEL7, 0.6857, 158.78,
                      "Two stages of two 5x5 convolutions, max-pool and batch norm, 128-unit hidden layer"))

@@ -1,4 +1,5 @@
-"""Zoo entries for transfer learning from efficientnet-lite0 (ImageNet weights from the `pretrained` extra).
+"""cnnlab's transfer-learning recipes (no lab report): efficientnet-lite0 with ImageNet weights (the
+`pretrained` extra), frozen with a new head or fine-tuned whole.
 
 Recipes are for CIFAR-10; run them on the JPEG copy with `dataset=cifar10-jpeg`. Images are
 resized to 224x224 inside the model, on the device, and normalised with the backbone's mean/std."""
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
 
+TITLE = "cnnlab's transfer learning from a pretrained ImageNet backbone (no lab report)"
 SOURCE = "cnnlab transfer learning"
 FLIP_SHIFT = {"horizontal_flip": True, "width_shift_range": 0.1, "height_shift_range": 0.1}
 

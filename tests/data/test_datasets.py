@@ -25,7 +25,7 @@ from cnnlab.data import registry
 from cnnlab.data.locate import RemoteFiles, cache_root, locate_files
 from cnnlab.errors import ConfigError, DataError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATASETS = Path(os.environ.get("CNNLAB_DATA") or REPO_ROOT.parent / "shared" / "datasets")
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 IDX_FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]

@@ -15,6 +15,7 @@ def write_suite(tmp_path, text):
     return path
 
 
+@pytest.mark.slow
 def test_two_experiments_compare_and_resume(tmp_path, monkeypatch):
     path = write_suite(tmp_path, """
 name: two
@@ -36,11 +37,12 @@ experiments:
     assert "mlp-sgd" in written["md"].read_text()
 
     calls = []
-    monkeypatch.setattr("cnnlab.experiment.run_experiment", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr("cnnlab.studies.suite.run_experiment", lambda *a, **k: calls.append(a))
     run_suite(load_suite(path), out, show_progress=False)
     assert calls == [], "complete runs must be skipped on a re-run"
 
 
+@pytest.mark.slow
 def test_changed_config_retrains(tmp_path, monkeypatch):
     path = write_suite(tmp_path, "experiments:\n  - {run: mlp, overrides: {train.epochs: 1}}\n")
     out = tmp_path / "out"
@@ -52,11 +54,12 @@ def test_changed_config_retrains(tmp_path, monkeypatch):
         trained.append(args[0].train.epochs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("cnnlab.experiment.run_experiment", spy)
+    monkeypatch.setattr("cnnlab.studies.suite.run_experiment", spy)
     run_suite(load_suite(path, ["train.epochs=2"]), out, show_progress=False)
     assert trained == [2]
 
 
+@pytest.mark.slow
 def test_sweep_writes_table_and_plot(tmp_path):
     path = write_suite(tmp_path, """
 name: batch

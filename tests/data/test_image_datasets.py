@@ -468,6 +468,7 @@ def test_cifar10_jpeg_missing_says_it_is_the_offline_copy(tmp_path):
     assert str(tmp_path / "cifar10-jpeg") in message and "cifar10-jpeg.tar.gz" in message
 
 
+@pytest.mark.slow
 def test_cifar10_jpeg_from_the_shared_data_then_from_the_cache(datasets_dir, monkeypatch):
     if not (datasets_dir / "cifar10-jpeg.tar.gz").is_file():
         pytest.skip(f"no cifar10-jpeg.tar.gz in {datasets_dir}")

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from cnnlab import runs
-from cnnlab.data.device_images import DeviceImages, fit_normalization
+from cnnlab.data.device_images import DeviceImages
+from cnnlab.data.normalization import fit_normalization
 from cnnlab.config import load_config
 from cnnlab.errors import TrainingDiverged
 from cnnlab.experiment import load_weights, run_experiment
@@ -22,6 +23,7 @@ def digits_run(tmp_path_factory):
     return run_experiment(config, out=out, show_progress=False)
 
 
+@pytest.mark.slow
 def test_digits_beats_90_percent(digits_run):
     metrics = json.loads((digits_run / "metrics.json").read_text())
     assert metrics["status"] == "complete"
@@ -32,6 +34,7 @@ def test_digits_beats_90_percent(digits_run):
     assert metrics["params"] > 0 and metrics["epochs"] >= 1
 
 
+@pytest.mark.slow
 def test_run_directory_contract(digits_run):
     for name in ("config.yaml", "metrics.json", "history.csv", "predictions.npz", "examples.npz",
                  "model.safetensors", "environment.json", "summary.txt", "report.md", "report.html"):
@@ -47,6 +50,7 @@ def test_run_directory_contract(digits_run):
     assert environment["torch"] == torch.__version__ and environment["seed"] == 0
 
 
+@pytest.mark.slow
 def test_saved_weights_reproduce_predictions(digits_run):
     config = load_config(str(digits_run / "config.yaml"))
     built = create_model(config.to_dict()["model"], (1, 8, 8), 10)
@@ -57,14 +61,15 @@ def test_saved_weights_reproduce_predictions(digits_run):
     norm = fit_normalization("scale", dataset.train_images)
     data = DeviceImages(dataset.test_images, dataset.test_labels, norm, torch.device("cpu"))
     from cnnlab.training.evaluation import predict_probabilities
-    from cnnlab.training.precision import FastPath
-    with FastPath(torch.device("cpu"), metrics["fast_path"]["precision"]).autocast():  # as the run evaluated
+    from cnnlab.training.precision import ComputePlan
+    with ComputePlan(torch.device("cpu"), metrics["fast_path"]["precision"]).autocast():  # as the run evaluated
         probabilities = predict_probabilities(built.module, data)
     saved = runs.load_npz(digits_run / "predictions.npz")["probabilities"]
     np.testing.assert_allclose(probabilities, saved, atol=1e-5)
     assert metrics["normalization"]["mode"] == "scale"
 
 
+@pytest.mark.slow
 def test_same_seed_same_history(tmp_path):
     overrides = ["train.epochs=2", "model=mlp", "train.early_stopping=null"]
     first = run_experiment(load_config("examples/digits.yaml", overrides), out=tmp_path / "a", show_progress=False)
@@ -73,6 +78,7 @@ def test_same_seed_same_history(tmp_path):
     assert [r["train_loss"] for r in a] == pytest.approx([r["train_loss"] for r in b], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_best(tmp_path):
     config = load_config("examples/digits.yaml", [
         "train.epochs=40", "model=mlp", "optimizer.lr=0.01",
@@ -103,6 +109,7 @@ def test_nan_loss_stops_with_message_and_keeps_history(tmp_path):
     assert not runs.is_complete(tmp_path / "nan")
 
 
+@pytest.mark.slow
 def test_reused_run_directory_keeps_nothing_stale(tmp_path):
     out = tmp_path / "reused"
     run_experiment(load_config("mlp", ["train.epochs=1"]), out=out, show_progress=False)
@@ -114,6 +121,7 @@ def test_reused_run_directory_keeps_nothing_stale(tmp_path):
     assert "Per-class scores" not in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_last_batch_of_one_is_dropped_so_dense_batch_norm_trains(tmp_path):
     # 1437 digits training images, no validation: 1437 = 4 * 359 + 1
     config = load_config("examples/digits.yaml", [

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cnnlab.config import load_config
@@ -28,6 +29,7 @@ def make_folder(root, per_class=12, size=16):
     (root / "train" / "dark" / "corrupt.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
 
 
+@pytest.mark.slow
 def test_image_folder_with_corrupt_grey_and_rgba_trains(tmp_path, capsys):
     make_folder(tmp_path / "images")
     config = load_config("mlp", [

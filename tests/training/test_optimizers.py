@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cnnlab.config import OptimizerSection, ScheduleSection
+from cnnlab.training.settings import OptimizerSection, ScheduleSection
 from cnnlab.training.optimizers import apply_lr, l2_penalty, kernel_weights, lr_factor_function, make_optimizer
 
 

@@ -1,3 +1,4 @@
+import pytest
 import json
 
 from cnnlab.cli import main
@@ -18,6 +19,7 @@ def test_explore_digits_writes_figures_and_counts(tmp_path, capsys):
     assert (tmp_path / "x" / "explore.html").exists()
 
 
+@pytest.mark.slow
 def test_explore_cifar10_jpeg_counts(datasets_dir):
     if not (datasets_dir / "cifar10-jpeg.tar.gz").exists():
         import pytest

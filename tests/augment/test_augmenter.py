@@ -11,9 +11,11 @@ from torchvision.transforms import InterpolationMode
 
 from cnnlab.augment import test_time as evaluation_views
 from cnnlab.augment.resample import apply_affine, compose_matrices
-from cnnlab.augment.augmenter import build_augmenter, describe, parse_augment
+from cnnlab.augment.augmenter import build_augmenter
+from cnnlab.augment.plan import describe
+from cnnlab.augment.settings import parse_augment
 from cnnlab.augment.test_time import predict_with_views
-from cnnlab.data.device_images import Normalization
+from cnnlab.data.normalization import Normalization
 from cnnlab.errors import ConfigError
 
 SHAPE = (3, 16, 20)  # not square, so width and height cannot be confused
@@ -123,7 +125,7 @@ def test_same_seed_same_output_other_seed_other_output():
 ])
 def test_keras_and_torchvision_names_give_one_plan(keras, torchvision):
     assert parse_augment(keras).plan() == parse_augment(torchvision).plan()
-    assert describe(parse_augment(keras)) == describe(parse_augment(torchvision))
+    assert describe(parse_augment(keras).plan()) == describe(parse_augment(torchvision).plan())
 
 
 def test_default_fill_follows_the_vocabulary():
@@ -157,7 +159,7 @@ def test_crop_size_must_match_the_images():
 
 def test_describe_reads_like_the_reports():
     lines = describe(parse_augment({"horizontal_flip": True, "rotation_range": 10, "width_shift_range": 0.1,
-                                    "height_shift_range": 0.1, "test_time": "flip"}))
+                                    "height_shift_range": 0.1, "test_time": "flip"}).plan())
     assert "horizontal flip (p=0.5)" in lines and "rotation ±10°" in lines
     assert "shift up to 10% of the width, 10% of the height" in lines
     assert any("test-time views: flip" in line for line in lines)

@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from cnnlab.augment.augmenter import build_augmenter, parse_augment
+from cnnlab.augment.augmenter import build_augmenter
+from cnnlab.augment.settings import parse_augment
 from cnnlab.training.weight_average import WeightAverage
-from cnnlab.data.device_images import DeviceImages, fit_normalization
+from cnnlab.data.device_images import DeviceImages
+from cnnlab.data.normalization import fit_normalization
 from cnnlab.config import load_config
 from cnnlab.data import DatasetConfig, load_dataset
 from cnnlab.errors import ConfigError
-from cnnlab.training.precision import FastPath, choose_fast_path
+from cnnlab.training.precision import ComputePlan, choose_compute_plan
 from cnnlab.models import create_model
 from cnnlab.models.whitening import PatchWhitening, initialize_from_data, needs_data_initialization
 from cnnlab.training.optimizers import make_optimizer
@@ -62,7 +64,7 @@ def test_training_loop_matches_a_plain_reference_loop(digits):
     reference_model = copy.deepcopy(model)
     indices = torch.arange(1200)
     result = fit(model, digits, indices, torch.arange(0), config, show_progress=False,
-                 fast=FastPath(CPU, "fp32", channels_last=False))
+                 plan=ComputePlan(CPU, "fp32", channels_last=False))
     expected = reference_epoch_losses(reference_model, digits, indices, 3, 50, seed=3)
     # float32 rounding (summation order inside kernels) differs between torch releases; a wrong data order,
     # learning rate or normalisation moves these losses by far more than 0.1%
@@ -73,15 +75,16 @@ def test_training_loop_matches_a_plain_reference_loop(digits):
         torch.testing.assert_close(trained, reference, rtol=0, atol=5e-3)
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_training_follows_float32(digits):
     """Mixed precision changes rounding, not the result: the same run in bf16 + channels-last learns as well."""
     config = load_config("examples/digits.yaml", ["train.epochs=12", "train.batch_size=50", "optimizer.lr=0.003"])
     indices, test = torch.arange(1400), torch.arange(1400, len(digits))
     accuracies = {}
-    for fast in (FastPath(CPU, "fp32"), FastPath(CPU, "bf16", channels_last=True)):
+    for fast in (ComputePlan(CPU, "fp32"), ComputePlan(CPU, "bf16", channels_last=True)):
         torch.manual_seed(0)
         model = fast.prepare(create_model({"layers": LAYERS}, (1, 8, 8), 10).module)
-        fit(model, digits, indices, torch.arange(0), config, show_progress=False, fast=fast)
+        fit(model, digits, indices, torch.arange(0), config, show_progress=False, plan=fast)
         model.eval()
         with torch.no_grad(), fast.autocast():
             images, labels = digits.batch(test)
@@ -127,9 +130,9 @@ def test_alternating_flips_show_each_image_both_ways_in_two_epochs():
     augmenter = build_augmenter(parse_augment({"alternating_flip": True}), (1, 4, 4), "cpu", seed=0)
     images = torch.rand(1000, 1, 4, 4)
     positions = torch.randperm(1000)
-    first = augmenter(images, positions=positions, epoch=1)
-    second = augmenter(images, positions=positions, epoch=2)
-    third = augmenter(images, positions=positions, epoch=3)
+    first = augmenter(images, indices=positions, epoch=1)
+    second = augmenter(images, indices=positions, epoch=2)
+    third = augmenter(images, indices=positions, epoch=3)
     flipped = [(batch == images.flip(3)).flatten(1).all(1) for batch in (first, second, third)]
     assert torch.equal(flipped[0], ~flipped[1]) and torch.equal(flipped[0], flipped[2])
     assert 0.45 < flipped[0].float().mean() < 0.55  # half the images, chosen per image
@@ -171,13 +174,13 @@ def test_automatic_choices():
     mlp = create_model({"layers": ["Flatten", "Dense: 16", "Dense: classes"]}, (1, 8, 8), 10).module
     one_conv = create_model({"layers": ["Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10).module
     deep = create_model({"layers": ["Conv2D: 4, 3", "Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10).module
-    assert choose_fast_path(settings, CPU, (1, 8, 8), mlp) == FastPath(CPU, "fp32", False, False)
-    assert choose_fast_path(settings, CPU, (1, 8, 8), one_conv).channels_last is False
-    assert choose_fast_path(settings, CPU, (1, 8, 8), deep).channels_last is True
+    assert choose_compute_plan(settings, CPU, (1, 8, 8), mlp) == ComputePlan(CPU, "fp32", False, False)
+    assert choose_compute_plan(settings, CPU, (1, 8, 8), one_conv).channels_last is False
+    assert choose_compute_plan(settings, CPU, (1, 8, 8), deep).channels_last is True
     forced = load_config("examples/digits.yaml", ["train.precision=fp32", "train.channels_last=false"]).train
-    assert choose_fast_path(forced, CPU, (1, 8, 8), deep) == FastPath(CPU, "fp32", False, False)
+    assert choose_compute_plan(forced, CPU, (1, 8, 8), deep) == ComputePlan(CPU, "fp32", False, False)
     with pytest.raises(ConfigError, match="fp16"):
-        choose_fast_path(load_config("examples/digits.yaml", ["train.precision=fp16"]).train, CPU, (1, 8, 8), deep)
+        choose_compute_plan(load_config("examples/digits.yaml", ["train.precision=fp16"]).train, CPU, (1, 8, 8), deep)
 
 
 def test_cpu_bf16_runs_depthwise_convolutions_in_float32_only_when_training():
@@ -185,13 +188,13 @@ def test_cpu_bf16_runs_depthwise_convolutions_in_float32_only_when_training():
     depthwise = nn.Conv2d(6, 6, 3, stride=2, groups=6)
     pointwise = nn.Conv2d(6, 4, 1)
     images = torch.randn(2, 6, 9, 9)
-    fast = FastPath(CPU, "bf16", True, False)
+    fast = ComputePlan(CPU, "bf16", True, False)
     with fast.autocast():
         assert depthwise(images).dtype == torch.float32  # gradients needed: float32
         assert pointwise(images).dtype == torch.bfloat16  # other convolutions keep bfloat16
         with torch.no_grad():
             assert depthwise(images).dtype == torch.bfloat16  # inference keeps bfloat16
-    with FastPath(CPU, "bf16", True, True).autocast():  # compiled: plain autocast
+    with ComputePlan(CPU, "bf16", True, True).autocast():  # compiled: plain autocast
         assert depthwise(images).dtype == torch.bfloat16
     # the gradients are float32's
     with fast.autocast():

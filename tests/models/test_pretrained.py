@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.training import feature_cache as transfer
-from cnnlab.config import OptimizerSection, load_config, validate_config
+from cnnlab.config import load_config, validate_config
+from cnnlab.training.settings import OptimizerSection
 from cnnlab.errors import ConfigError
 from cnnlab.models import TransferModel, create_model
 from cnnlab.models import pretrained
@@ -47,6 +48,7 @@ def cache_home(monkeypatch, tmp_path):
 
 # --------------------------------------------------------------------------- real weights
 
+@pytest.mark.slow
 def test_efficientnet_lite0_names_real_photos():
     needs_efficientnet()
     from sklearn.datasets import load_sample_images
@@ -78,6 +80,7 @@ def tiny_config(**model):
         "train": {"epochs": 1, "batch_size": 16, "threads": 1}})
 
 
+@pytest.mark.slow
 def test_frozen_backbone_stays_unchanged_while_the_head_trains(tmp_path, cache_home):
     needs_efficientnet()
     from safetensors.torch import load_file
@@ -116,24 +119,39 @@ def test_backbone_gets_a_lower_learning_rate():
     assert backbone_group["lr"] == pytest.approx(5e-5) and head_group["lr"] == pytest.approx(5e-4)
 
 
-def test_feature_cache_is_computed_once_and_reused(tmp_path, cache_home):
+def spy_on_feature_computation(monkeypatch) -> list[int]:
+    """The number of images of each `compute_features` call from now on (the real computation still runs)."""
+    calls: list[int] = []
+    compute = transfer.compute_features
+
+    def counting(model, data, *args, **kwargs):
+        calls.append(len(data))
+        return compute(model, data, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "compute_features", counting)
+    return calls
+
+
+@pytest.mark.slow
+def test_feature_cache_is_computed_once_and_reused(tmp_path, cache_home, monkeypatch):
     needs_efficientnet()
     from cnnlab.experiment import run_experiment
 
-    before = transfer.FEATURES_COMPUTED["count"]
+    computed = spy_on_feature_computation(monkeypatch)
     first = run_experiment(tiny_config(), out=tmp_path / "first", show_progress=False)
-    assert transfer.FEATURES_COMPUTED["count"] == before + 2  # train and test images, once each
+    assert computed == [64, 32]  # train and test images, once each
     [cache_file] = (cache_home / "features").glob("*.safetensors")
     written = cache_file.stat().st_mtime_ns
     second = run_experiment(tiny_config(), out=tmp_path / "second", show_progress=False)
-    assert transfer.FEATURES_COMPUTED["count"] == before + 2 and cache_file.stat().st_mtime_ns == written
+    assert computed == [64, 32] and cache_file.stat().st_mtime_ns == written
     for run_dir in (first, second):
         assert (run_dir / "predictions.npz").is_file() and (run_dir / "report.md").is_file()
     metrics = json.loads((second / "metrics.json").read_text())
     assert metrics["transfer"]["features_cached"] and metrics["normalization"]["mode"] == "backbone"
 
 
-def test_train_and_features_share_the_feature_cache(tmp_path, cache_home):
+@pytest.mark.slow
+def test_train_and_features_share_the_feature_cache(tmp_path, cache_home, monkeypatch):
     """`cnnlab features BACKBONE` reads the features a frozen-backbone training run computed (and the
     other way round); the cached features equal freshly computed ones up to float rounding."""
     needs_efficientnet()
@@ -159,9 +177,9 @@ def test_train_and_features_share_the_feature_cache(tmp_path, cache_home):
         # worst here; ImageNet's mean/std in place of lite0's 0.5/0.5 gives 0.36)
         assert recomputed[part].shape == from_training[part].shape
         assert F.cosine_similarity(recomputed[part], from_training[part]).min() > 0.99
-    before = transfer.FEATURES_COMPUTED["count"]
+    computed = spy_on_feature_computation(monkeypatch)
     run_experiment(tiny_config(), out=tmp_path / "again", show_progress=False)
-    assert transfer.FEATURES_COMPUTED["count"] == before  # training reads what `features` wrote
+    assert computed == []  # training reads what `features` wrote
 
 
 def test_grey_images_become_exactly_normalised_rgb():
@@ -238,9 +256,9 @@ def test_transfer_zoo_entries_are_backbone_configs():
 
     for name in ("keras/cifar10/resnet50", "keras/cifar10/resnet50-da", "torch/cifar10/resnet50",
                  "torch/cifar10/resnet50-da", "cifar10/vgg16-features", "cifar10/vgg16-block3", "cifar10/vgg16-full",
-                 "tprf/squeezenet", "transfer/efficientnet-lite0-linear", "transfer/efficientnet-lite0-finetune"):
+                 "report004/squeezenet", "transfer/efficientnet-lite0-linear", "transfer/efficientnet-lite0-finetune"):
         entry = zoo.get_entry(name)
-        assert entry.available and entry.backbone["backbone"] in pretrained.list_backbones()
+        assert entry.backbone["backbone"] in pretrained.list_backbones()
         load_config(name)
 
 

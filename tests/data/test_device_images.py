@@ -1,7 +1,8 @@
 import numpy as np
 import torch
 
-from cnnlab.data.device_images import DeviceImages, fit_normalization
+from cnnlab.data.device_images import DeviceImages
+from cnnlab.data.normalization import fit_normalization
 
 
 def test_zscore_uses_training_statistics():
@@ -27,7 +28,7 @@ def test_batch_is_index_gather_with_scale():
 
 
 def test_zscore_statistics_are_computed_once_and_cached(monkeypatch):
-    from cnnlab.data import device_images as batches
+    from cnnlab.data import normalization as batches
 
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(30, 3, 4, 4), dtype=np.uint8)

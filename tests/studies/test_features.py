@@ -1,6 +1,5 @@
 """`cnnlab features`: penultimate features, the kNN and linear probes, metrics.json and the report."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -11,7 +10,8 @@ from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
 from cnnlab.studies.features import run_features
-from cnnlab.analysis.probes import C_CHOICES, confusion_matrix, knn_predict, knn_probe, linear_probe
+from cnnlab.analysis.interpretation import confusion_matrix
+from cnnlab.analysis.probes import C_CHOICES, knn_predict, knn_probe, linear_probe
 
 REQUIRED = ("knn_accuracy", "linear_accuracy", "feature_dim", "time_s", "k", "dataset", "extraction_time_s",
             "knn_fit_time_s", "linear_fit_time_s", "train_size", "test_size")
@@ -62,6 +62,7 @@ def test_linear_probe_chooses_its_regularisation_on_validation():
     assert chosen.accuracy > 0.95 and fixed.accuracy < 0.6
 
 
+@pytest.mark.slow
 def test_features_of_a_run_write_metrics_and_report(digits_run, tmp_path):
     out = run_features(str(digits_run), "digits", out=tmp_path / "features", show_progress=False)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -74,6 +75,7 @@ def test_features_of_a_run_write_metrics_and_report(digits_run, tmp_path):
     assert (out / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_cli_features_errors_are_one_paragraph(digits_run, tmp_path, capsys):
     assert main(["features", str(tmp_path / "no-such-run"), "--dataset", "digits"]) == 2
     assert "not a backbone name" in capsys.readouterr().err
@@ -83,8 +85,6 @@ def test_cli_features_errors_are_one_paragraph(digits_run, tmp_path, capsys):
     assert "not a cnnlab run directory" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cnnlab.models.pretrained") is None,
-                    reason="cnnlab.models.pretrained (the backbones) is not in this checkout yet")
 def test_backbone_features_get_three_channels_at_its_size(monkeypatch, tmp_path):
     from cnnlab.models import pretrained
 
@@ -96,7 +96,7 @@ def test_backbone_features_get_three_channels_at_its_size(monkeypatch, tmp_path)
             return images.mean(dim=(2, 3)).repeat(1, 4)  # (N, 12) features
 
     def fake_load_backbone(name, weights=None):
-        return pretrained.Backbone(TinyBackbone(), 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 12, name, "test")
+        return pretrained.Backbone(pretrained.BackboneFeatures([TinyBackbone()]), 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 12, name, "test")
 
     monkeypatch.setattr(pretrained, "load_backbone", fake_load_backbone)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the feature cache, away from the user's

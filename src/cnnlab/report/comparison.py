@@ -1,0 +1,119 @@
+"""A side-by-side comparison of finished runs, built from their run directories alone:
+comparison.csv, comparison.md and a self-contained comparison.html with overlaid validation
+curves, one confusion matrix per run and their worst-classified images in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cnnlab import runs
+from cnnlab.analysis.run_files import RunFiles, load_run
+from cnnlab.errors import CnnlabError
+from cnnlab.report import plots
+from cnnlab.report.document import (
+    Block, Callout, FigureWriter, Heading, ImageRow, Table, format_integer, format_number, format_percent,
+    format_probability, format_value, render_html, render_markdown,
+)
+
+COMPARISON_WORST_N = 10
+COMPARISON_COLUMNS = ["model", "dataset", "params", "epochs", "test_loss", "test_accuracy", "train_time_s"]
+
+
+def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None) -> dict[str, Path]:
+    """Compare finished runs side by side: comparison.csv, comparison.md and
+    comparison.html (with figures) in ``out_dir``. Returns their paths by kind."""
+    if not run_dirs:
+        raise CnnlabError("Give at least one run directory to compare.")
+    loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]
+    labels = _comparison_labels(loaded, labels)
+    out_dir = Path(out_dir)
+    rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
+    has_reported = any(row["reported_accuracy"] is not None for row in rows)
+    reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
+    columns = COMPARISON_COLUMNS + reported + ["run_dir"]
+    paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
+    runs.write_csv_atomic(paths["csv"], rows, columns)
+    figures = FigureWriter(out_dir)
+    blocks: list[Block] = [Heading(f"Comparison of {len(loaded)} runs", 1), _comparison_table(rows, has_reported)]
+    if len({row["dataset"] for row in rows}) > 1:
+        blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
+    histories = {label: run.history for label, run in zip(labels, loaded)}
+    blocks += [Heading("Validation curves"), ImageRow([
+        figures.add(f"compare_{metric}", plots.plot_comparison_curves(histories, metric), caption)
+        for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
+    ])]
+    blocks += [Heading("Confusion matrices"), ImageRow([
+        figures.add(f"compare_confusion_{number}", plots.plot_confusion(
+            run.interpretation.confusion(), run.interpretation.class_names, title=label), label)
+        for number, (label, run) in enumerate(zip(labels, loaded), start=1)
+    ])]
+    blocks += [Heading(f"{COMPARISON_WORST_N} worst classified images"), _worst_side_by_side(labels, loaded)]
+    runs.write_text_atomic(paths["md"], render_markdown(blocks))
+    runs.write_text_atomic(paths["html"], render_html(blocks, "cnnlab comparison", figures.pngs))
+    return paths
+
+
+def _comparison_labels(loaded: list[RunFiles], labels: list[str] | None) -> list[str]:
+    if labels is not None:
+        if len(labels) != len(loaded):
+            raise CnnlabError(f"Got {len(labels)} labels for {len(loaded)} run directories; give one label per run.")
+        return [str(label) for label in labels]
+    names = [str(run.metrics.get("name") or run.run_dir.name) for run in loaded]
+    if len(set(names)) < len(names):
+        names = [f"{name} ({run.run_dir.name})" for name, run in zip(names, loaded)]
+    return names
+
+
+def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
+    metrics = run.metrics
+    return {
+        "model": label,
+        "dataset": format_value(metrics.get("dataset")),
+        "params": metrics.get("params"),
+        "epochs": metrics.get("epochs"),
+        "test_loss": metrics.get("test_loss"),
+        "test_accuracy": metrics.get("test_accuracy"),
+        "train_time_s": metrics.get("train_time_s"),
+        "reported_accuracy": metrics.get("reported_accuracy"),
+        "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
+        "run_dir": str(run.run_dir),
+    }
+
+
+def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
+    headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
+    headers += ["Reported accuracy"] if has_reported else []
+    cells = []
+    for row in rows:
+        line = [row["model"], row["dataset"], format_integer(row["params"]), format_value(row["epochs"]),
+                format_number(row["test_loss"]), format_percent(row["test_accuracy"])]
+        line += [_format_reported(row["reported_accuracy"], row["reported_accuracy_kind"])] if has_reported else []
+        cells.append(line + [format_number(row["train_time_s"], 2)])
+    return Table(headers + ["Training time (s)"], cells)
+
+
+def _format_reported(value: Any, kind: Any) -> str:
+    """The lab report's own figure, a fraction (0.9196) or a percentage (91.96),
+    with what it measured (test or validation accuracy) when known."""
+    if value is None:
+        return "n/a"
+    text = format_percent(value) if float(value) <= 1 else f"{float(value):.2f}%"
+    return f"{text} ({kind})" if kind else text
+
+
+def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:
+    """One column group per run, as in the lab reports' three-model tables."""
+    worst = [run.interpretation.worst(COMPARISON_WORST_N) for run in loaded]
+    rows = []
+    for rank in range(1, max((len(run_rows) for run_rows in worst), default=0) + 1):
+        line = [str(rank)]
+        for run_rows in worst:
+            if rank <= len(run_rows):
+                row = run_rows[rank - 1]
+                line += [str(row["index"]), row["predicted"], row["true"], format_probability(row["p_true"])]
+            else:
+                line += ["", "", "", ""]
+        rows.append(line)
+    headers = ["Rank"] + ["Index", "Predicted", "True", "P(true)"] * len(loaded)
+    return Table(headers, rows, groups=[("", 1)] + [(label, 4) for label in labels])

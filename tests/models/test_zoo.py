@@ -1,0 +1,61 @@
+"""cnnlab.models.zoo: one module per report, a legend of name prefixes, renamed entries still resolve."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.config import load_config, validate_config
+from cnnlab.models import create_model, zoo
+
+
+def test_every_entry_name_has_a_prefix_in_the_legend():
+    prefixes = {zoo.name_prefix(entry.name) for entry in zoo.list_entries()}
+    assert prefixes == set(zoo.PREFIXES)
+    assert zoo.name_prefix("keras/mnist/model1") == "keras/" and zoo.name_prefix("mlp") == "mlp"
+
+
+def test_the_legend_names_the_reports():
+    assert "DLCV Lab 4" in zoo.PREFIXES["keras/"] and "Keras" in zoo.PREFIXES["keras/"]
+    assert "DLCV Lab 4" in zoo.PREFIXES["torch/"] and "PyTorch" in zoo.PREFIXES["torch/"]
+    assert "report 001" in zoo.PREFIXES["cifar10/"] and "report 003" in zoo.PREFIXES["cifar10/"]
+    assert "TP RF: CNN" in zoo.PREFIXES["report004/"]
+
+
+@pytest.mark.parametrize("old_name, new_name", sorted(zoo.RENAMED.items()))
+def test_renamed_entries_resolve_to_their_new_name(old_name, new_name):
+    assert zoo.get_entry(old_name) is zoo.get_entry(new_name)
+    assert old_name not in {entry.name for entry in zoo.list_entries()}
+
+
+def test_a_zoo_name_prefix_tprf_is_gone_from_the_list():
+    assert not any(entry.name.startswith("tprf/") for entry in zoo.list_entries())
+    assert zoo.get_entry("report004/baseline").source == "report 004"
+
+
+def test_an_old_name_gives_the_new_entrys_recipe():
+    config = load_config("tprf/three-blocks-schedule", ["train.epochs=1"])
+    assert config.model.name == "report004/three-blocks-schedule"
+    assert config.schedule.name == "step" and config.train.batch_size == 32
+
+
+def test_an_old_runs_config_still_rebuilds_the_same_model():
+    # config.yaml of a run made before the rename names the model tprf/baseline
+    saved = validate_config({"dataset": "cifar10-jpeg", "model": {"name": "tprf/baseline"}}, "config.yaml")
+    torch.manual_seed(0)
+    old = create_model(saved.to_dict()["model"], (3, 32, 32), 10).module.state_dict()
+    torch.manual_seed(0)
+    new = create_model("report004/baseline", (3, 32, 32), 10).module.state_dict()
+    assert list(old) == list(new)
+    assert all(torch.equal(old[key], new[key]) for key in old)
+
+
+def test_models_command_prints_the_legend_and_only_current_names(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tprf/" not in out
+    legend = out[out.index("Name prefixes:"):]
+    for prefix in zoo.PREFIXES:
+        assert f"  {prefix} " in legend
+    assert "report004/three-blocks-schedule" in out
