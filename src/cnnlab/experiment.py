@@ -72,6 +72,16 @@ class PreparedExperiment:
     dataset_key: str  # identity of the pixels, for caches
     normalization: Normalization
     augmenter: Augmenter | None  # None: training batches are left as they are
+    plan: ComputePlan  # precision, memory layout and compilation on ``device``
+
+
+@dataclass
+class DeviceSetup:
+    """The model in its device and memory layout, and the images on the training device, as training starts."""
+
+    model: nn.Module
+    train_data: DeviceImages
+    test_data: DeviceImages
 
 
 @dataclass
@@ -107,8 +117,21 @@ def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None
     normalization = (backbone_normalization(built.module, config.dataset, dataset.input_shape[0])
                      or cached_normalization(config.dataset.normalize, dataset_key, dataset.train_images, train_indices))
     augmenter = build_augmenter(config.augment, dataset.input_shape, device, settings.seed, normalization)
+    plan = choose_compute_plan(settings, device, dataset.input_shape, built.module)
     return PreparedExperiment(device, dataset, built, train_indices, val_indices, dataset_key, normalization,
-                              augmenter)
+                              augmenter, plan)
+
+
+def place_on_device(prepared: PreparedExperiment) -> DeviceSetup:
+    """The prepared model in its compute plan's device and layout, the train and test images on the device,
+    and a patch-whitening first layer set from 5,000 training images: the start of training and of lr-find."""
+    device, dataset, normalization, plan = prepared.device, prepared.dataset, prepared.normalization, prepared.plan
+    model = plan.prepare(prepared.built.module)
+    train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device, plan.channels_last)
+    test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device, plan.channels_last)
+    if needs_data_initialization(model):
+        initialize_from_data(model, train_data.batch(_on(prepared.train_indices[:5000], device))[0])
+    return DeviceSetup(model, train_data, test_data)
 
 
 def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
@@ -118,8 +141,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
     Every check a user's input can fail runs before the run directory is created. Raises
     TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
     prepared = prepare_experiment(config, data_dir)
-    device, dataset, built = prepared.device, prepared.dataset, prepared.built
-    plan = choose_compute_plan(config.train, device, dataset.input_shape, built.module)
+    dataset, plan = prepared.dataset, prepared.plan
     run_dir = runs.make_run_dir(config.name, out, runs_root)
     metrics = write_starting_files(run_dir, config, prepared, plan, show_progress)
     inputs = prepare_training_inputs(run_dir, config, prepared, plan, metrics, show_progress)
@@ -169,11 +191,8 @@ def prepare_training_inputs(run_dir: Path, config: ExperimentConfig, prepared: P
     computed once or read from the feature cache, so only the head trains."""
     device, dataset, normalization = prepared.device, prepared.dataset, prepared.normalization
     train_indices, augmenter = prepared.train_indices, prepared.augmenter
-    model = plan.prepare(prepared.built.module)
-    train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device, plan.channels_last)
-    test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device, plan.channels_last)
-    if needs_data_initialization(model):  # a patch-whitening first layer: set from 5,000 training images
-        initialize_from_data(model, train_data.batch(_on(train_indices[:5000], device))[0])
+    setup = place_on_device(prepared)
+    model, train_data, test_data = setup.model, setup.train_data, setup.test_data
     if augmenter is not None:
         save_augmentation_examples(run_dir, train_data, augmenter, train_indices[:8])
     runs.log_line(f"{dataset.name}: {len(train_indices)} train, {len(prepared.val_indices)} validation, "

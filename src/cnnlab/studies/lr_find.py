@@ -19,12 +19,9 @@ import torch
 
 from cnnlab import runs
 from cnnlab.config import ExperimentConfig
-from cnnlab.data.device_images import DeviceImages
 from cnnlab.errors import ConfigError
-from cnnlab.experiment import prepare_experiment
-from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
+from cnnlab.experiment import place_on_device, prepare_experiment
 from cnnlab.report import plots
-from cnnlab.training.precision import choose_compute_plan
 from cnnlab.training.step import TrainingStep
 
 DIVERGENCE_FACTOR = 4.0  # the sweep stops when the smoothed loss exceeds this multiple of its minimum
@@ -87,14 +84,11 @@ def training_step(config: ExperimentConfig, data_dir: Path | None = None) -> tup
     up as `run_experiment` does it (same preparation, compute plan, memory layout, data-initialised
     whitening and augmenter), without a weight average (the sweep never evaluates one)."""
     prepared = prepare_experiment(config, data_dir)
-    device, dataset = prepared.device, prepared.dataset
-    plan = choose_compute_plan(config.train, device, dataset.input_shape, prepared.built.module)
-    model = plan.prepare(prepared.built.module).train()
-    data = DeviceImages(dataset.train_images, dataset.train_labels, prepared.normalization, device, plan.channels_last)
-    indices = torch.as_tensor(np.asarray(prepared.train_indices, dtype=np.int64), device=device)
-    if needs_data_initialization(model):  # a patch-whitening first layer: set from 5,000 training images
-        initialize_from_data(model, data.batch(indices[:5000])[0])
-    train_step = TrainingStep.from_recipe(model, config, plan, data, prepared.augmenter, average_weights=False)
+    setup = place_on_device(prepared)
+    plan, model = prepared.plan, setup.model.train()
+    indices = torch.as_tensor(np.asarray(prepared.train_indices, dtype=np.int64), device=prepared.device)
+    train_step = TrainingStep.from_recipe(model, config, plan, setup.train_data, prepared.augmenter,
+                                          average_weights=False)
     if plan.compile:
         train_step.compile(indices[:config.train.batch_size])
     return train_step, indices
