@@ -283,30 +283,10 @@ def command_summary(args: argparse.Namespace) -> int:
 
 
 def command_models(args: argparse.Namespace) -> int:
-    from cnnlab.models import count_parameters, create_model, zoo
+    from cnnlab.models.listing import zoo_listing
 
-    rows = []
-    for entry in zoo.list_entries():
-        if entry.backbone is not None:
-            params = f"pretrained {entry.backbone['backbone']}"  # counting would load its weights
-        else:
-            params = f"{sum(count_parameters(create_model(entry.name, entry.input_shape, 10).module)):,}"
-        rows.append((entry.name, entry.dataset, params, entry.description, entry.source))
-    widths = [max(len(row[i]) for row in rows + [HEADER]) for i in range(3)]
-    print("  ".join(cell.ljust(width) for cell, width in zip(HEADER[:3], widths)) + "  source")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + f"  {row[4]}")
-        print(textwrap.fill(row[3], width=100, initial_indent="    ", subsequent_indent="    "))
-    prefix_width = max(len(prefix) for prefix in zoo.PREFIXES)
-    print("\nName prefixes:")
-    for prefix, meaning in zoo.PREFIXES.items():
-        print(textwrap.fill(meaning, width=100, initial_indent=f"  {prefix.ljust(prefix_width)}  ",
-                            subsequent_indent=" " * (prefix_width + 4)))
-    print("\nTrain one with `cnnlab train NAME`; `cnnlab summary NAME` shows its layers.")
+    print(zoo_listing())
     return 0
-
-
-HEADER = ("name", "dataset", "params", "description", "source")
 
 
 def command_explore(args: argparse.Namespace) -> int:
