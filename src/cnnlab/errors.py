@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Iterable, Optional
+import os
+from typing import Any, Callable, Iterable, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 
 class CnnlabError(Exception):
@@ -28,16 +29,77 @@ class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite during training."""
 
 
+class TrainingInterrupted(CnnlabError):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint; ``run_dir`` can be resumed."""
+
+    def __init__(self, message: str, run_dir: object = None, signal_number: int = 2):
+        super().__init__(message)
+        self.run_dir = run_dir
+        self.signal_number = signal_number
+
+
+MAX_SHOWN_CHARACTERS = 80  # a user's value quoted in a message is cut to this
+MAX_SUGGESTED_WORD = 64  # "did you mean" compares words up to this long (difflib is quadratic in their length)
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """Return ' Did you mean "x"?' for the closest choice, or '' when none is close."""
+    """Return ' Did you mean "x"?' for the closest choice, or '' when none is close (or ``word`` is too long to
+    be a misspelling of one)."""
+    if len(word) > MAX_SUGGESTED_WORD:
+        return ""
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f' Did you mean "{matches[0]}"?' if matches else ""
 
 
-class StrictModel(BaseModel):
-    """Base of every settings section a user writes: unknown keys are errors, assignments are validated."""
+def shorten(text: str, limit: int = MAX_SHOWN_CHARACTERS) -> str:
+    """``text`` cut to ``limit`` characters (ending in "..." when cut), so a huge input never floods a message."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+def short_repr(value: object, limit: int = MAX_SHOWN_CHARACTERS) -> str:
+    """repr() cut to ``limit`` characters; an integer too long to print whole is described by its length."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    if isinstance(value, (str, bytes)) and len(value) > limit:
+        value = value[:limit]  # repr() of the whole would copy all of it
+    return shorten(repr(value), limit)
+
+
+class StrictModel(BaseModel):
+    """Base of every settings section a user writes: unknown keys are errors, assignments are validated,
+    numbers are finite and typed as written (``true`` is not 1, "3" is not 3; an integer is a valid float).
+    Tuple fields are annotated ``Annotated[tuple[...], TUPLE_FROM_LIST]`` so that YAML lists reach them."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+def _tuple_from_list(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+# A YAML list given where a strict section wants a tuple: the items are still validated strictly.
+TUPLE_FROM_LIST = BeforeValidator(_tuple_from_list)
+
+
+def physical_memory_bytes() -> int:
+    """This machine's memory in bytes (0 when the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def require_memory(n_bytes: int, what: str, remedy: str, error: type[CnnlabError] = ConfigError) -> None:
+    """Raise ``error`` before allocating when ``n_bytes`` (an estimate for ``what``) exceed this machine's
+    memory; the message gives both sizes and ``remedy`` (what to change)."""
+    available = physical_memory_bytes()
+    if available and n_bytes > available:
+        raise error(f"{what} needs about {_gibibytes(n_bytes)} of memory, more than this machine's "
+                    f"{_gibibytes(available)}. {remedy}")
+
+
+def _gibibytes(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:,.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:,.1f} MiB"
 
 
 SectionLookup = Callable[[list[str]], Optional[type[BaseModel]]]
@@ -57,15 +119,9 @@ def explain_validation_error(error: ValidationError, prefix: list[str], section_
             choices = list(section.model_fields) if section else []
             hint = (extra_hints or {}).get(location[-1]) or did_you_mean(location[-1], choices)
             valid = f" Valid keys here: {', '.join(choices)}." if choices else ""
-            messages.append(f'unknown key "{field}".{hint}{valid}')
+            messages.append(f'unknown key "{shorten(field)}".{hint}{valid}')
         else:
             message = item["msg"].removeprefix("Value error, ")
-            shown = "" if isinstance(item.get("input"), dict) else f" (got {_short_repr(item.get('input'))})"
-            messages.append(f"{field}: {message}{shown}" if location or prefix else message)
+            shown = "" if isinstance(item.get("input"), dict) else f" (got {short_repr(item.get('input'))})"
+            messages.append(f"{shorten(field)}: {shorten(message, 400)}{shown}" if location or prefix else message)
     return messages
-
-
-def _short_repr(value: object, limit: int = 80) -> str:
-    """repr() cut to ``limit`` characters, so a huge input never floods a message."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

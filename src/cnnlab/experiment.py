@@ -15,24 +15,26 @@ import yaml
 from safetensors.torch import load_file, save
 from torch import nn
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.analysis.interpretation import Interpretation
 from cnnlab.augment.augmenter import Augmenter, build_augmenter
 from cnnlab.augment.plan import describe
 from cnnlab.augment.preview import augmented_versions
-from cnnlab.config import ExperimentConfig
+from cnnlab.config import ExperimentConfig, load_config
 from cnnlab.data import Dataset, load_dataset, split_validation
 from cnnlab.data.device_images import DeviceImages
 from cnnlab.data.normalization import Normalization, cached_normalization
-from cnnlab.errors import ConfigError, TrainingDiverged
+from cnnlab.errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
 from cnnlab.models import BuiltModel, count_parameters, create_model, format_summary, zoo
 from cnnlab.models.transfer_model import transfer_settings
 from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
 from cnnlab.report.run_report import write_report
+from cnnlab.training.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, resume_conflicts
 from cnnlab.training.evaluation import predict_probabilities, save_predictions, test_metrics
 from cnnlab.training.feature_cache import (
     DeviceFeatures, backbone_normalization, cached_feature_data, uses_feature_cache,
 )
+from cnnlab.training.interrupt import StopRequest, stop_on_signals
 from cnnlab.training.loop import TrainResult, fit
 from cnnlab.training.precision import ComputePlan, choose_compute_plan
 
@@ -135,35 +137,41 @@ def place_on_device(prepared: PreparedExperiment) -> DeviceSetup:
 
 
 def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
-                   show_progress: bool = True, runs_root: Path = Path("runs")) -> Path:
+                   show_progress: bool = True, runs_root: Path = Path("runs"), overwrite: bool = False,
+                   resume: bool = False, stop: Optional[StopRequest] = None) -> Path:
     """Train and evaluate ``config``; return the run directory holding every artefact and the report.
+    An existing run in ``out`` is replaced only with ``overwrite``, and only once the new run is complete.
+    With ``resume`` and a checkpoint in ``out``, training continues from it exactly (the config must be
+    the one it was trained with, except `train.epochs` raised to train longer).
 
     Every check a user's input can fail runs before the run directory is created. Raises
-    TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf."""
+    TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf, and
+    TrainingInterrupted (after writing a checkpoint) when SIGINT or SIGTERM (or ``stop``) stops training."""
+    checkpoint = read_resume_point(config, Path(out), show_progress) if resume and out is not None else None
     prepared = prepare_experiment(config, data_dir)
     dataset, plan = prepared.dataset, prepared.plan
-    run_dir = runs.make_run_dir(config.name, out, runs_root)
+    run_dir = output_folders.prepare_output_folder(out or output_folders.default_run_dir(config.name, runs_root),
+                                                   overwrite, resume=resume)
     metrics = write_starting_files(run_dir, config, prepared, plan, show_progress)
     inputs = prepare_training_inputs(run_dir, config, prepared, plan, metrics, show_progress)
-    result = train(run_dir, config, prepared, inputs, plan, metrics, show_progress)
+    result = train(run_dir, config, prepared, inputs, plan, metrics, show_progress, checkpoint, stop)
     probabilities = evaluate(config, inputs, plan, result, metrics) if result.status == "complete" else None
     if result.status == "diverged":
         metrics.update(status="diverged", test_accuracy=None, test_loss=None)
         runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
         write_report(run_dir, worst_n=config.analysis.worst_n)
-        raise TrainingDiverged(f"{metrics['stop_reason']} Run directory: {run_dir}")
+        raise TrainingDiverged(f"{metrics['stop_reason']} Run directory: {run_dir}{output_folders.kept_note(run_dir)}")
     save_results(run_dir, config, dataset, inputs.model, probabilities, metrics)
     runs.log_line(f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
                   f"training {metrics['train_time_s']:.1f}s", show_progress)
-    return run_dir
+    return output_folders.publish_output_folder(run_dir)
 
 
 def write_starting_files(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment, plan: ComputePlan,
                          show_progress: bool) -> dict:
-    """Clear an earlier run's artefacts; write config.yaml, environment.json, summary.txt and metrics.json
-    with status "running"; return those metrics, which the later steps complete."""
+    """Write config.yaml, environment.json, summary.txt and metrics.json (with cnnlab's marker) with
+    status "running" into the new run's folder; return those metrics, which the later steps complete."""
     settings, dataset, built = config.train, prepared.dataset, prepared.built
-    runs.clear_artefacts(run_dir)
     runs.log_line(f"run directory: {run_dir}", show_progress)
     runs.write_text_atomic(run_dir / runs.CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     runs.write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, runs.capture_environment(str(prepared.device), settings.seed))
@@ -176,7 +184,7 @@ def write_starting_files(run_dir: Path, config: ExperimentConfig, prepared: Prep
         "validation_size": len(prepared.val_indices), "test_size": len(dataset.test_labels),
         "data_source": dataset.source, "normalization": prepared.normalization.to_dict(),
         "augmentation": describe(config.augment.plan()), "test_time_augmentation": config.augment.test_time,
-        "fast_path": plan.to_dict(), **_reported_figures(config),
+        "fast_path": plan.to_dict(), "cnnlab": output_folders.output_marker("run"), **_reported_figures(config),
     }
     if transfer_settings(built.module):
         metrics["transfer"] = transfer_settings(built.module)
@@ -209,8 +217,11 @@ def prepare_training_inputs(run_dir: Path, config: ExperimentConfig, prepared: P
 
 
 def train(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment, inputs: TrainingInputs,
-          plan: ComputePlan, metrics: dict, show_progress: bool) -> TrainResult:
-    """Fit, writing history.csv after every epoch; record how training ended in ``metrics``."""
+          plan: ComputePlan, metrics: dict, show_progress: bool, checkpoint: Optional[dict] = None,
+          stop: Optional[StopRequest] = None) -> TrainResult:
+    """Fit (from ``checkpoint`` when given), writing history.csv and a checkpoint after every epoch, with
+    SIGINT and SIGTERM stopping at the next step boundary; record how training ended in ``metrics``.
+    Raises TrainingInterrupted, with status "interrupted" in metrics.json, after such a stop."""
     device, augmenter = prepared.device, prepared.augmenter
     train_indices, val_indices = prepared.train_indices, prepared.val_indices
     trained, train_source = inputs.trained, inputs.train_source
@@ -218,12 +229,80 @@ def train(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment,
     def save_history(history: list[dict]) -> None:
         runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
 
-    result = fit(trained, train_source, _on(train_indices, device), _on(val_indices, device), config,
-                 on_epoch_end=save_history, augment=augmenter, show_progress=show_progress, plan=plan)
+    checkpoints = Checkpointer(run_dir, config.train.checkpoint_every_s, extra={"config": config.to_dict()})
+    with stop_on_signals(stop) as stop_request:
+        result = fit(trained, train_source, _on(train_indices, device), _on(val_indices, device), config,
+                     on_epoch_end=save_history, augment=augmenter, show_progress=show_progress, plan=plan,
+                     checkpoints=checkpoints, resume_from=checkpoint, stop=stop_request)
     save_history(result.history)
     metrics.update(epochs=result.epochs_completed, train_time_s=result.train_time_s, best_epoch=result.best_epoch,
-                   stop_reason=result.stop_reason, compile_time_s=result.compile_time_s)
+                   stop_reason=result.stop_reason, compile_time_s=result.compile_time_s,
+                   checkpoints_written=result.checkpoints_written, checkpoint_time_s=result.checkpoint_time_s)
+    if result.status == "interrupted":
+        metrics.update(status="interrupted", test_accuracy=None, test_loss=None)
+        runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+        raise TrainingInterrupted(f"Training was {result.stop_reason}; its checkpoint is in {run_dir}.",
+                                  run_dir=run_dir, signal_number=stop_request.signal_number or 2)
     return result
+
+
+def resume_experiment(run_dir: Path, data_dir: Optional[Path] = None, show_progress: bool = True,
+                      overrides: Optional[list[str]] = None, stop: Optional[StopRequest] = None,
+                      config_source: Optional[str] = None) -> Path:
+    """Continue the run in ``run_dir`` with its own config.yaml (``overrides``: only `train.epochs`
+    raised is accepted) from its latest readable checkpoint, or from the start when it has none; return
+    the run directory as `run_experiment` does. A ``config_source`` (YAML file or zoo name) given
+    instead of the run's own config must be the same config."""
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        raise CnnlabError(f"{run_dir} is not a cnnlab run directory (no {runs.CONFIG_FILE}), so there is nothing "
+                          "to resume. Give the folder an interrupted `cnnlab train` printed.")
+    config = load_config(config_source or str(run_dir / runs.CONFIG_FILE), list(overrides or []))
+    return run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress, resume=True,
+                          stop=stop)
+
+
+def read_resume_point(config: ExperimentConfig, run_dir: Path, show_progress: bool) -> Optional[dict]:
+    """The checkpoint a resumed run continues from (None: it starts from the beginning), after checking
+    that ``config`` is the one the run was trained with, except `train.epochs` raised. ConfigError
+    shows the differences; a complete run is resumed only to train longer."""
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        return None
+    checkpoint = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
+    saved = checkpoint.get("config") if checkpoint is not None else _saved_config(run_dir)
+    conflicts = resume_conflicts(saved, config.to_dict())
+    if conflicts:
+        shown = "; ".join(conflicts[:12]) + (f"; and {len(conflicts) - 12} more" if len(conflicts) > 12 else "")
+        raise ConfigError(f"{run_dir} was trained with another config, so it cannot be resumed with this one "
+                          f"(only train.epochs may be raised, to train longer). Differences (old -> new): {shown}.")
+    if runs.is_complete(run_dir) and (checkpoint is None or config.train.epochs <= _planned_epochs(saved)):
+        raise ConfigError(f"{run_dir} is a complete run: there is nothing to resume. To train it longer, raise "
+                          f"train.epochs (cnnlab train --resume {run_dir} train.epochs=N; it needs the run's "
+                          f"{runs.CHECKPOINT_FILE}).")
+    if checkpoint is None:
+        runs.log_line(f"no checkpoint in {run_dir} (it stopped before its first): training starts from the "
+                      "beginning.", show_progress)
+        return None
+    progress = checkpoint["progress"]
+    where = (f"epoch {progress['epoch']}, step {progress['step']}" if progress
+             else f"the end of epoch {checkpoint['epochs_done']}")
+    runs.log_line(f"resuming {run_dir} from {where}", show_progress)
+    return checkpoint
+
+
+def _planned_epochs(saved: dict) -> int:
+    epochs = (saved.get("train") or {}).get("epochs") if isinstance(saved, dict) else None
+    return epochs if isinstance(epochs, int) else 0
+
+
+def _saved_config(run_dir: Path) -> dict:
+    try:
+        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} cannot be read ({error}); it cannot be resumed.") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} is not a cnnlab config (a mapping); it cannot be resumed.")
+    return saved
 
 
 def evaluate(config: ExperimentConfig, inputs: TrainingInputs, plan: ComputePlan, result: TrainResult,

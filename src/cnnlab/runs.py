@@ -5,6 +5,7 @@ progress bar and log line that every long step prints."""
 from __future__ import annotations
 
 import csv
+import contextlib
 import datetime as _dt
 import functools
 import hashlib
@@ -14,8 +15,11 @@ import json
 import os
 import platform
 import re
+import secrets
+import stat
 import sys
-import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -37,24 +41,46 @@ SUMMARY_FILE = "summary.txt"
 REPORT_MARKDOWN_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
 FIGURES_DIR = "figures"
+CHECKPOINT_FILE = "checkpoint.pt"  # the latest training checkpoint (training/checkpoint.py)
+PREVIOUS_CHECKPOINT_FILE = "checkpoint-previous.pt"  # the one before, used when the latest cannot be read
+LINK_REFUSED_FOLDERS = (FIGURES_DIR,)  # subfolders of an output: cnnlab never writes through a link by these names
+# O_NOFOLLOW and O_CLOEXEC are absent on some platforms (0 leaves them out)
+NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s"]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename, so a reader
-    never sees a half-written file and a crash leaves the old file in place."""
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename: a reader never sees a
+    half-written file, a failure (disk full, read-only) leaves the old file as it was and names ``path``, a
+    link at ``path`` is replaced (its target is never written), and the file gets the user's umask mode. A
+    ``figures`` folder that is a link is refused: cnnlab writes figures only inside the output folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if path.parent.name in LINK_REFUSED_FOLDERS and is_link(path.parent):
+        raise CnnlabError(
+            f"{path.parent} is a symbolic link (to {os.readlink(path.parent)}): cnnlab never writes through a link "
+            f"inside an output folder. Remove the link (rm {path.parent}) or choose another folder, then try again.")
+    temporary = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
-        with os.fdopen(fd, "wb") as handle:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(temporary, NEW_FILE_FLAGS, 0o666), "wb") as handle:  # 0o666 less the umask
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(error, OSError) and error.filename in (None, temporary, str(temporary)):
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error  # the user's file, not ours
         raise
+
+
+def is_link(path: Path) -> bool:
+    """Whether ``path`` itself is a symbolic link (never followed to answer)."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -89,64 +115,36 @@ def read_history(run_dir: Path) -> list[dict[str, float]]:
     path = Path(run_dir) / HISTORY_FILE
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = []
-        for row in csv.DictReader(handle):
-            rows.append({key: (float(value) if value not in ("", None) else float("nan")) for key, value in row.items()})
-        return rows
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = []
+            for row in csv.DictReader(handle):
+                rows.append({key: (float(value) if value not in ("", None) else float("nan"))
+                             for key, value in row.items()})
+            return rows
+    except (ValueError, TypeError, csv.Error) as error:  # UnicodeDecodeError is a ValueError
+        raise CnnlabError(f"{path} is damaged: it is not the CSV of numbers cnnlab writes ({_first_line(error)}). "
+                          "Re-run the training to rewrite it, or delete the file to report without curves.") from None
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     """Load an .npz written by cnnlab; object arrays (pickles) are refused."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+    try:
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (ValueError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
+        # ValueError covers object arrays: they are pickles, and cnnlab never unpickles a run's files
+        raise CnnlabError(f"{path} is damaged or not written by cnnlab ({_first_line(error)}); it was not loaded. "
+                          "Re-run the training (or the evaluation) to rewrite it.") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0][:200] if text else type(error).__name__)
 
 
 ARTEFACTS = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, EXAMPLES_FILE, AUGMENTATION_FILE,
              WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, REPORT_MARKDOWN_FILE, REPORT_HTML_FILE)
-
-
-def make_run_dir(name: str, out: Path | None = None, root: Path = Path("runs")) -> Path:
-    """Create and return the run directory: ``out`` if given, else ``runs/<timestamp>-<name>``.
-
-    An existing ``out`` is accepted only when it is empty or holds nothing but run artefacts,
-    so a mistyped ``--out .`` never scatters files into an unrelated folder."""
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        safe = slug(name)
-        out = root / f"{stamp}-{safe}"
-        suffix = 1
-        while out.exists():
-            suffix += 1
-            out = root / f"{stamp}-{safe}-{suffix}"
-    out = Path(out)
-    if out.is_dir():
-        foreign = sorted(p.name for p in out.iterdir()
-                         if p.name not in ARTEFACTS and p.name != FIGURES_DIR and not p.name.startswith("."))
-        if foreign:
-            raise CnnlabError(
-                f"{out} already exists and is not a cnnlab run directory (it holds {', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}). Give --out a new folder or an earlier run directory.")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / FIGURES_DIR).mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise CnnlabError(
-            f"Cannot write the run directory {out}: {error.strerror or error}. "
-            "Choose a writable place with --out DIR, or fix the folder's permissions."
-        ) from None
-    return out
-
-
-def clear_artefacts(run_dir: Path) -> None:
-    """Remove an earlier run's artefacts and figures, so nothing stale is mixed with a new run."""
-    for name in ARTEFACTS:
-        (run_dir / name).unlink(missing_ok=True)
-    for figure in (run_dir / FIGURES_DIR).glob("*.png"):
-        figure.unlink()
 
 
 def require_run_dir(path: Path) -> Path:

@@ -168,3 +168,28 @@ def test_diagnose_without_validation():
     text = diagnose_curves(history(FALLING, [math.nan] * len(FALLING)))
     assert text.startswith("no validation data")
     assert diagnose_curves([]).startswith("no history")
+
+
+def validated_every(every: int, train_losses, val_losses):
+    """A history as train.validate_every writes it: epochs without a validation pass are empty (NaN)."""
+    rows = history(train_losses, val_losses)
+    for row in rows:
+        if row["epoch"] % every and row["epoch"] != len(rows):
+            row["val_loss"] = row["val_accuracy"] = math.nan
+        else:
+            row["val_accuracy"] = 0.5
+    return rows
+
+
+def test_diagnose_skips_epochs_without_validation():
+    still = diagnose_curves(validated_every(2, FALLING, [1.0, 0.8, 0.7, 0.6, 0.5, 0.45, 0.38]))
+    assert still.startswith("still improving at the last epoch (7")
+    overfit = diagnose_curves(validated_every(2, FALLING, [1.0, 0.8, 0.6, 0.5, 0.55, 0.7, 0.8]))
+    assert overfit.startswith("overfitting from epoch 4:")
+    converged = diagnose_curves(validated_every(3, FALLING, [1.0, 0.6, 0.5, 0.49, 0.49, 0.489, 0.49]))
+    assert converged.startswith("converged")
+
+
+def test_diagnose_a_validation_pass_with_nan_loss_is_divergence():
+    rows = validated_every(2, FALLING[:4], [1.0, 0.8, 0.7, math.nan])
+    assert diagnose_curves(rows).startswith("diverged at epoch 4")

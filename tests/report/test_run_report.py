@@ -13,6 +13,7 @@ import yaml
 from cnnlab import runs
 from cnnlab.analysis.interpretation import Interpretation
 from cnnlab.errors import CnnlabError
+from cnnlab.report import plots
 from cnnlab.report.comparison import write_comparison
 from cnnlab.report.run_report import write_report
 
@@ -22,10 +23,12 @@ CLASS_NAMES = ["zero", HOSTILE_NAME, "two"]
 
 def make_run(run_dir: Path, name: str = "tiny-run", n: int = 60, n_classes: int = 3, seed: int = 0,
              status: str = "complete", with_predictions: bool = True, with_examples: bool = True,
-             extra_metrics: dict | None = None) -> Path:
+             extra_metrics: dict | None = None, class_names: list[str] | None = None) -> Path:
     """A run directory as the trainer writes it, with random but fixed predictions."""
     rng = np.random.default_rng(seed)
-    class_names = CLASS_NAMES if n_classes == 3 else [f"c{k}" for k in range(n_classes)]
+    if class_names is None:
+        class_names = CLASS_NAMES if n_classes == 3 else [f"c{k}" for k in range(n_classes)]
+    n_classes = len(class_names)
     labels = rng.integers(0, n_classes, size=n)
     logits = rng.normal(size=(n, n_classes))
     logits[np.arange(n), labels] += 1.5
@@ -181,3 +184,63 @@ def test_report_warns_when_a_class_is_never_predicted(tmp_path):
     text = markdown.read_text()
     assert "never predicts c" in text
     assert "never predicts a" not in text
+
+
+# Class names as a user's folders may spell them: math text, markup, TeX, a long name, bytes that are not UTF-8.
+HOSTILE_CLASS_NAMES = ["$x$", "a$b", HOSTILE_NAME, "\\frac{1}{0}", "$\\undefined$", "$}$", "n" * 60, "caf\udce9",
+                       "\udcff\udcfe", "_hidden", "two\nlines"]
+EVERY_RUN_FIGURE = {"history.png", "per_class.png", "confusion.png", "confusion_normalized.png", "worst.png",
+                    "confident_errors.png", "least_confident_correct.png", "predictions.png"}
+
+
+def test_hostile_class_names_are_data_in_every_figure_and_escaped(tmp_path):
+    run_dir = make_run(tmp_path / "run", n=90, class_names=HOSTILE_CLASS_NAMES)
+    markdown_path, html_path = write_report(run_dir, worst_n=5)
+    figures = {path.name for path in (run_dir / runs.FIGURES_DIR).iterdir()}
+    assert EVERY_RUN_FIGURE <= figures
+    markdown, page = markdown_path.read_text(encoding="utf-8"), html_path.read_text(encoding="utf-8")
+    assert "could not be drawn" not in markdown
+    assert "<script" not in page.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "caf\\xe9" in page and "\\xff\\xfe" in page  # undecodable bytes shown, not crashed on
+    paths = write_comparison([run_dir, make_run(tmp_path / "other", seed=3)], tmp_path / "out",
+                             labels=["$run$", "a$b<i>"])
+    comparison = paths["html"].read_text(encoding="utf-8")
+    assert "could not be drawn" not in comparison and "a$b&lt;i&gt;" in comparison
+
+
+def test_plain_text_escapes_math_and_keeps_the_name_readable():
+    assert plots.plain_text("$x$") == r"\$x\$"
+    assert plots.plain_text("caf\udce9") == "caf\\xe9"
+    assert plots.plain_text("bell\x07") == "bell\\x07"
+    assert plots.plain_text("n" * 60, 10) == "n" * 9 + "\u2026"
+    assert plots.plain_labels(["_x"]) == [" _x"]
+    figure = plots.plot_confusion(np.eye(2), ["$\\frac{1}{0}$", "a$b"])
+    assert len(plots.figure_to_png(figure)) > 0  # would raise a math-text ParseException unescaped
+
+
+def test_a_figure_that_fails_becomes_a_note_and_the_report_completes(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("drawing went wrong")
+
+    monkeypatch.setattr(plots, "plot_per_class", broken)
+    run_dir = make_run(tmp_path / "run")
+    markdown_path, html_path = write_report(run_dir)
+    markdown = markdown_path.read_text()
+    assert 'The figure "per\\_class"' in markdown or 'The figure "per_class"' in markdown
+    assert "ValueError: drawing went wrong" in markdown
+    assert not (run_dir / runs.FIGURES_DIR / "per_class.png").exists()
+    assert (run_dir / runs.FIGURES_DIR / "confusion.png").exists() and html_path.exists()
+
+
+def test_validate_every_reads_healthy_and_draws_only_validated_epochs(tmp_path):
+    run_dir = make_run(tmp_path / "run")
+    rows = runs.read_history(run_dir)
+    for row in rows:
+        if row["epoch"] % 2:  # train.validate_every=2: odd epochs have no validation pass
+            row["val_loss"] = row["val_accuracy"] = math.nan
+    runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, rows, runs.HISTORY_COLUMNS)
+    markdown = write_report(run_dir)[0].read_text()
+    assert "diverged" not in markdown and "Diagnosis: " in markdown
+    figure = plots.plot_history(rows)
+    validation_lines = [line for line in figure.axes[0].get_lines() if line.get_label() == "validation"]
+    assert [list(line.get_xdata()) for line in validation_lines] == [[2.0, 4.0]]

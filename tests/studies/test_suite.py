@@ -5,7 +5,9 @@ import json
 
 import pytest
 
+from cnnlab.config import load_config
 from cnnlab.errors import ConfigError
+from cnnlab.output_folders import prepare_output_folder
 from cnnlab.studies.suite import load_suite, run_suite
 
 
@@ -89,8 +91,6 @@ def test_bad_suite_files(tmp_path):
 def test_shipped_suites_load():
     from pathlib import Path
 
-    from cnnlab.config import load_config
-
     for path in sorted(Path("suites").glob("*.yaml")):
         loaded = load_suite(path)
         assert loaded.experiments, path
@@ -102,3 +102,77 @@ def test_a_bad_experiment_fails_before_any_training(tmp_path, monkeypatch):
     path = write_suite(tmp_path, "experiments:\n  - mlp\n  - {run: mlp, overrides: {train.epocs: 2}}\n")
     with pytest.raises(ConfigError, match="epochs"):
         load_suite(path)
+
+
+THREE = """
+name: three
+defaults: {train.epochs: 1}
+experiments:
+  - {run: mlp, label: first}
+  - {run: mlp, label: exploding, overrides: {optimizer.name: sgd, optimizer.lr: 1.0e+12}}
+  - {run: mlp, label: third, overrides: {train.seed: 3}}
+"""
+
+
+@pytest.mark.slow
+def test_a_failing_experiment_is_reported_and_the_others_run(tmp_path):
+    from cnnlab.studies.suite import SuiteFailed
+
+    out = tmp_path / "out"
+    with pytest.raises(SuiteFailed, match="1 of 3 experiments .* failed: exploding") as raised:
+        run_suite(load_suite(write_suite(tmp_path, THREE)), out, show_progress=False)
+    with raised.value.written["csv"].open() as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert list(rows) == ["first", "third", "exploding"]
+    assert rows["first"]["status"] == "complete" and rows["third"]["status"] == "complete"
+    assert rows["exploding"]["status"].startswith("failed: ") and "learning rate" in rows["exploding"]["status"]
+    assert "failed: " in raised.value.written["md"].read_text()
+    for folder in ("01-first", "03-third"):
+        assert json.loads((out / folder / "metrics.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.slow
+def test_the_suite_command_exits_non_zero_and_names_the_failed(tmp_path, capsys):
+    from cnnlab.cli import main
+
+    code = main(["suite", str(write_suite(tmp_path, THREE)), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert code == 2 and "exploding" in err and "Traceback" not in err
+    assert (tmp_path / "out" / "comparison.html").exists()
+
+
+@pytest.mark.slow
+def test_an_unfinished_experiment_is_resumed_not_restarted(tmp_path, monkeypatch):
+    from cnnlab.errors import TrainingInterrupted
+    from cnnlab.experiment import run_experiment
+    from cnnlab.training.interrupt import StopRequest
+
+    path = write_suite(tmp_path, "defaults: {train.epochs: 2}\nexperiments:\n  - {run: mlp, label: only}\n")
+    suite = load_suite(path)
+    config = load_config(suite.experiments[0].source, suite.experiments[0].overrides)
+    out = prepare_output_folder(tmp_path / "out", kind="suite")
+    run_dir = out / "01-only"  # the folder the suite gives its first experiment
+    with pytest.raises(TrainingInterrupted):
+        run_experiment(config, out=run_dir, show_progress=False, stop=StopRequest(5))
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return run_experiment(*args, **kwargs)
+
+    monkeypatch.setattr("cnnlab.studies.suite.run_experiment", spy)
+    run_suite(suite, out, show_progress=False)
+    assert [call["resume"] for call in calls] == [True]
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "complete"
+
+
+def test_a_suite_into_the_users_folder_is_refused_before_training(tmp_path, monkeypatch):
+    from cnnlab.errors import CnnlabError
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "comparison.md").write_text("mine")
+    monkeypatch.setattr("cnnlab.studies.suite.run_experiment", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(CnnlabError, match="not a cnnlab suite folder"):
+        run_suite(load_suite(write_suite(tmp_path, "experiments: [mlp]\n")), folder, show_progress=False)
+    assert [p.name for p in folder.iterdir()] == ["comparison.md"]

@@ -111,14 +111,17 @@ def test_nan_loss_stops_with_message_and_keeps_history(tmp_path):
 
 @pytest.mark.slow
 def test_reused_run_directory_keeps_nothing_stale(tmp_path):
+    # an overwrite builds the new run beside the old one: it holds nothing of the old, which is kept
     out = tmp_path / "reused"
     run_experiment(load_config("mlp", ["train.epochs=1"]), out=out, show_progress=False)
     assert (out / "predictions.npz").exists()
     with pytest.raises(TrainingDiverged):
         run_experiment(load_config("mlp", ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=1e6"]),
-                       out=out, show_progress=False)
-    assert not (out / "predictions.npz").exists() and not (out / "model.safetensors").exists()
-    assert "Per-class scores" not in (out / "report.md").read_text()
+                       out=out, show_progress=False, overwrite=True)
+    (new,) = tmp_path.glob("reused.partial-*")
+    assert not (new / "predictions.npz").exists() and not (new / "model.safetensors").exists()
+    assert "Per-class scores" not in (new / "report.md").read_text()
+    assert (out / "predictions.npz").exists() and "Per-class scores" in (out / "report.md").read_text()
 
 
 @pytest.mark.slow

@@ -45,10 +45,20 @@ class Interpretation:
 
     @classmethod
     def from_arrays(cls, probabilities: Any, labels: Any, class_names: list[str]) -> "Interpretation":
-        """Check shapes and class indices, then build the interpretation."""
-        probabilities = np.asarray(probabilities, dtype=np.float64)
-        labels = np.asarray(labels).astype(np.int64)
+        """Check types, shapes and class indices, then build the interpretation."""
+        try:
+            probabilities = np.asarray(probabilities, dtype=np.float64)
+            labels = np.asarray(labels)
+        except (ValueError, TypeError) as error:
+            raise CnnlabError(f"Predictions must be numbers ({str(error)[:200]}). Re-run the evaluation to "
+                              "rewrite them.") from None
+        if labels.dtype.kind not in "iu" and not (labels.dtype.kind == "f" and np.all(labels == np.round(labels))):
+            raise CnnlabError(f"Labels must be class indices (integers), not {labels.dtype} values. Re-run the "
+                              "evaluation to rewrite them.")
+        labels = labels.astype(np.int64)
         class_names = [str(name) for name in class_names]
+        if not class_names:
+            raise CnnlabError("Predictions name no class. Re-run the evaluation to rewrite them.")
         if probabilities.ndim != 2 or labels.ndim != 1 or len(probabilities) != len(labels):
             raise CnnlabError(
                 f"Predictions must be probabilities shaped (N, K) with labels shaped (N,); got "
@@ -76,11 +86,15 @@ class Interpretation:
             )
         try:
             arrays = runs.load_npz(path)
-            return cls.from_arrays(arrays["probabilities"], arrays["labels"], list(arrays["class_names"]))
+            names = arrays["class_names"]
+            if names.ndim != 1:
+                raise CnnlabError(f"class_names should be a list of names, shaped (K,), not {names.shape}")
+            return cls.from_arrays(arrays["probabilities"], arrays["labels"], list(names))
         except KeyError as missing:
             raise CnnlabError(f"{path} lacks the array {missing}; re-run the evaluation.") from None
         except CnnlabError as error:
-            raise CnnlabError(f"{path}: {error}") from None
+            message = str(error)
+            raise CnnlabError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
     @property
     def n_classes(self) -> int:
@@ -206,23 +220,27 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def diagnose_curves(history: list[dict[str, float]]) -> str:
-    """One line reading of a training history: diverged, overfitting, still
-    improving, converged, or no validation data. Epochs are 1-based."""
+    """One line reading of a training history: diverged, overfitting, still improving, converged, or
+    no validation data. Epochs are 1-based. Epochs without a validation pass (``train.validate_every``
+    above 1) are skipped, not read as a loss that became NaN."""
     if not history:
         return "no history recorded: the run stopped before its first epoch ended."
     epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(history)]
-    train = np.array([row.get("train_loss", math.nan) for row in history], dtype=np.float64)
-    val = np.array([row.get("val_loss", math.nan) for row in history], dtype=np.float64)
-    diverged_at = _first_divergence(train, val)
+    train = _column(history, "train_loss")
+    val = _column(history, "val_loss")
+    validated = _validated_epochs(history)
+    diverged_at = _first_divergence(train, val, validated)
     if diverged_at is not None:
         return f"diverged at epoch {epochs[diverged_at]} (loss became NaN/inf)."
-    if np.all(np.isnan(val)):
+    if not validated.any():
         trend = "still falling" if _is_improving(train) else "flat"
         return (
             f"no validation data: training loss {trend} at epoch {epochs[-1]} "
             f"({train[-1]:.4g}); overfitting cannot be judged without a validation split."
         )
-    best = int(np.nanargmin(val))
+    epochs = [epoch for epoch, kept in zip(epochs, validated) if kept]
+    train, val = train[validated], val[validated]
+    best = int(np.argmin(val))
     last = len(val) - 1
     minimum, end = val[best], val[last]
     if best < last and end > minimum + max(0.02, 0.05 * minimum) and train[last] < train[best]:
@@ -242,12 +260,23 @@ def diagnose_curves(history: list[dict[str, float]]) -> str:
     )
 
 
-def _first_divergence(train: np.ndarray, val: np.ndarray) -> int | None:
-    """Index of the first epoch whose training loss is NaN/inf, or whose validation
-    loss is inf or NaN after earlier finite values (NaN alone means no validation)."""
-    had_validation = np.cumsum(np.isfinite(val)) > 0
-    earlier_validation = np.concatenate([[False], had_validation[:-1]])
-    bad = ~np.isfinite(train) | np.isinf(val) | (np.isnan(val) & earlier_validation)
+def _column(history: list[dict[str, float]], key: str) -> np.ndarray:
+    return np.array([row.get(key, math.nan) for row in history], dtype=np.float64)
+
+
+def _validated_epochs(history: list[dict[str, float]]) -> np.ndarray:
+    """Which epochs had a validation pass. Without one, history.csv leaves both validation columns empty
+    (NaN); a pass whose loss became NaN still has a finite accuracy. Histories without accuracies fall back
+    to the loss: NaN after earlier finite values then reads as a pass that diverged."""
+    val_loss, val_accuracy = _column(history, "val_loss"), _column(history, "val_accuracy")
+    if np.isfinite(val_accuracy).any():
+        return np.isfinite(val_accuracy) | np.isfinite(val_loss)
+    return ~np.isnan(val_loss) | (np.cumsum(np.isfinite(val_loss)) > 0)
+
+
+def _first_divergence(train: np.ndarray, val: np.ndarray, validated: np.ndarray) -> int | None:
+    """Index of the first epoch whose training loss is NaN/inf, or that was validated with a NaN/inf loss."""
+    bad = ~np.isfinite(train) | (validated & ~np.isfinite(val))
     hits = np.flatnonzero(bad)
     return int(hits[0]) if len(hits) else None
 

@@ -12,11 +12,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab import runs
+from cnnlab.analysis.interpretation import Interpretation
+from cnnlab.analysis.run_files import read_config, read_examples, read_metrics
 from cnnlab.data.normalization import Normalization, fit_normalization
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
@@ -56,21 +57,51 @@ def load_trained_model(run_dir: Path, weights: Path | None = None,
         raise CnnlabError(
             f"{weights_path} does not exist: the run saved no weights (they are written when training "
             "completes). Finish or re-run the training with `cnnlab train`, or give --weights FILE.")
-    config = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8")) or {}
-    metrics = runs.read_json(run_dir / runs.METRICS_FILE)
+    config = read_config(run_dir) or {}
+    metrics = read_metrics(run_dir)
     class_names = _class_names(run_dir)
     shape = tuple(int(size) for size in input_shape) if input_shape else _input_shape(run_dir)
-    built = create_model(config.get("model") or {}, shape, len(class_names))
+    normalization = _normalization(metrics, config, shape)
+    module = _build(run_dir, config, shape, len(class_names))
+    _load_weights(module, weights_path, run_dir)
+    module.eval()
+    return TrainedModel(module, normalization, shape, class_names, config, weights_path)
+
+
+def _build(run_dir: Path, config: dict[str, Any], shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """The run's network from its config's model section; a section cnnlab cannot build is a damaged file."""
     try:
-        built.module.load_state_dict(load_file(str(weights_path)))
-    except (RuntimeError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return create_model(config.get("model") or {}, shape, n_classes).module
+    except CnnlabError as error:
+        raise CnnlabError(f"{run_dir / runs.CONFIG_FILE} does not describe a model that can be rebuilt: "
+                          f"{error}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise CnnlabError(f"{run_dir / runs.CONFIG_FILE} is damaged: its model section does not describe a model "
+                          f"cnnlab can build ({type(error).__name__}: {_first_line(error)}). Re-run the training "
+                          "with `cnnlab train`, or give another run directory.") from None
+
+
+def _load_weights(module: nn.Module, weights_path: Path, run_dir: Path) -> None:
+    """Load a safetensors file (never a pickle) into ``module``, or say which file is wrong and why."""
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError for a damaged file
+        if isinstance(error, (PermissionError, IsADirectoryError)):
+            raise
+        raise CnnlabError(
+            f"{weights_path} is not a readable safetensors file ({_first_line(error)}): it is truncated, damaged "
+            "or of another format. Re-run the training with `cnnlab train` to rewrite it.") from None
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, ValueError) as error:
         raise CnnlabError(
             f"The weights in {weights_path} do not fit the model described by {run_dir / runs.CONFIG_FILE} "
-            f"({first_line}). The file belongs to another model or is damaged; re-run the training.") from None
-    built.module.eval()
-    normalization = _normalization(metrics, config, shape)
-    return TrainedModel(built.module, normalization, shape, class_names, config, weights_path)
+            f"({_first_line(error)}). The file belongs to another model or is damaged; re-run the training.") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 def _class_names(run_dir: Path) -> list[str]:
@@ -78,7 +109,7 @@ def _class_names(run_dir: Path) -> list[str]:
     if not path.is_file():
         raise CnnlabError(f"{path} is missing, so the number of classes is unknown; the run did not finish. "
                           "Re-run the training with `cnnlab train`.")
-    return [str(name) for name in runs.load_npz(path)["class_names"]]
+    return Interpretation.from_run(run_dir).class_names
 
 
 def _input_shape(run_dir: Path) -> tuple[int, int, int]:
@@ -86,15 +117,26 @@ def _input_shape(run_dir: Path) -> tuple[int, int, int]:
     if not path.is_file():
         raise CnnlabError(f"{path} is missing, so the model's input shape is unknown; the run did not finish. "
                           "Re-run the training with `cnnlab train`.")
-    with np.load(path, allow_pickle=False) as saved:
-        channels, height, width = saved["images"].shape[1:]
+    channels, height, width = read_examples(path)["images"].shape[1:]
     return int(channels), int(height), int(width)
 
 
 def _normalization(metrics: dict[str, Any], config: dict[str, Any], shape: tuple[int, int, int]) -> Normalization:
     recorded = metrics.get("normalization")
     if recorded:
-        return Normalization(**recorded)
+        try:
+            normalization = Normalization(**recorded)
+            scale = float(normalization.scale)
+            mean, std = np.asarray(normalization.mean, dtype=float), np.asarray(normalization.std, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise CnnlabError(f"{runs.METRICS_FILE} of this run records a damaged normalisation ({_first_line(error)}"
+                              "). Re-run the training with `cnnlab train` to record it again.") from None
+        values = np.concatenate([[scale], mean.ravel(), std.ravel()])
+        if mean.ndim > 1 or mean.size not in (1, 3, shape[0]) or std.shape != mean.shape \
+                or not np.isfinite(values).all() or not np.all(std != 0):
+            raise CnnlabError(f"{runs.METRICS_FILE} of this run records a normalisation that does not fit its "
+                              f"{shape[0]}-channel images. Re-run the training with `cnnlab train` to record it again.")
+        return normalization
     # runs from before the normalisation was recorded: only the modes without statistics can be rebuilt
     dataset = config.get("dataset") or {}
     mode = dataset.get("normalize", "scale") if isinstance(dataset, dict) else "scale"

@@ -65,6 +65,18 @@ class Augmenter:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
 
+    def state_dict(self) -> dict:
+        """The random state (both generators and the per-image flip bits drawn so far), as tensors: what a
+        training checkpoint keeps so a resumed run draws the same parameters."""
+        return {"generator": self.generator.get_state(), "flip_generator": self.flip_generator.get_state(),
+                "first_epoch_flips": self.first_epoch_flips.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict`."""
+        self.generator.set_state(state["generator"])
+        self.flip_generator.set_state(state["flip_generator"])
+        self.first_epoch_flips = state["first_epoch_flips"].to(self.device)
+
     def uniform(self, bounds: Pair, count: int, columns: int | None = None) -> torch.Tensor:
         """``count`` (or count x columns) values uniform in ``bounds``, from this augmenter's generator."""
         shape = (count,) if columns is None else (count, columns)

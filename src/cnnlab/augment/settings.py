@@ -13,9 +13,10 @@ from pydantic import (Field, PrivateAttr, SerializerFunctionWrapHandler, Validat
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
 from cnnlab.augment.plan import AugmentPlan, Pair
-from cnnlab.errors import ConfigError, StrictModel, explain_validation_error
+from cnnlab.errors import TUPLE_FROM_LIST, ConfigError, StrictModel, explain_validation_error
 
-Range = Union[float, tuple[float, float]]  # a number v means (centre - v, centre + v), as both libraries read it
+# a number v means (centre - v, centre + v), as both libraries read it; a YAML list is a pair
+Range = Annotated[Union[float, tuple[float, float]], TUPLE_FROM_LIST]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 # keys of other libraries with no counterpart here, and what to use instead ("did you mean" would mislead)
 CLOSEST_SUPPORTED = {"random_erasing": 'not supported; "cutout" erases squares of a fixed size'}
@@ -37,8 +38,8 @@ class RandomCrop(Section):
 
 class RandomAffine(Section):
     degrees: Range = 0.0
-    translate: tuple[Fraction, Fraction] = Field(default=(0.0, 0.0), description="max |shift| / (width, height)")
-    scale: Pair = (1.0, 1.0)
+    translate: Annotated[tuple[Fraction, Fraction], TUPLE_FROM_LIST] = Field(default=(0.0, 0.0), description="max |shift| / (width, height)")
+    scale: Annotated[Pair, TUPLE_FROM_LIST] = (1.0, 1.0)
     shear: Range = 0.0
 
 

@@ -29,6 +29,7 @@ TRAIN_BATCHES = [f"data_batch_{number}" for number in range(1, 6)]
 TEST_BATCH = "test_batch"
 META = "batches.meta"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MAX_BATCH_BYTES = 256 << 20  # a batch file is 30 MiB; larger ones are refused before they are read
 IMAGE_SHAPE = (3, 32, 32)  # each row of a batch: 1024 red, 1024 green, 1024 blue values, row-major
 
 CIFAR10_REMOTE = RemoteFiles(
@@ -79,6 +80,7 @@ def read_batch_files(source: Path) -> dict[str, bytes]:
     if source.is_dir():
         for name in wanted:
             if (source / name).is_file():
+                _check_batch_size(source / name, (source / name).stat().st_size)
                 contents[name] = (source / name).read_bytes()
     else:
         members = {f"{BATCHES_FOLDER}/{name}": name for name in wanted}
@@ -86,6 +88,7 @@ def read_batch_files(source: Path) -> dict[str, bytes]:
             with tarfile.open(source, "r:*") as archive:
                 for member in archive:
                     if member.isfile() and member.name in members:  # plain files only: links are ignored
+                        _check_batch_size(f"{source}: {member.name}", member.size)  # before reading it
                         contents[members[member.name]] = archive.extractfile(member).read()  # type: ignore[union-attr]
         except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
             raise DataError(f"{source} is not a readable tar.gz archive ({error}). {_REMEDY}") from None
@@ -93,6 +96,12 @@ def read_batch_files(source: Path) -> dict[str, bytes]:
     if missing:
         raise DataError(f"{source} lacks {', '.join(missing)} ({BATCHES_FOLDER}/...); it is incomplete or another archive. {_REMEDY}")
     return contents
+
+
+def _check_batch_size(origin: Path | str, n_bytes: int) -> None:
+    if n_bytes > MAX_BATCH_BYTES:
+        raise DataError(f"{origin} is {n_bytes:,} bytes, more than the {MAX_BATCH_BYTES // 2**20} MiB a CIFAR-10 "
+                        f"batch file may be (each is about 30 MiB); it is not a CIFAR-10 batch. {_REMEDY}")
 
 
 def parse_batch(content: bytes, origin: str) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ ARCHIVE = "cifar10-jpeg.tar.gz"
 SIZE = (32, 32)
 SPLITS = ("train", "test")
 EXPECTED_IMAGES = 60_000  # for the progress bar only
+CACHED_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "notes")
 _CLASS_INDEX = {name: label for label, name in enumerate(CIFAR10_CLASSES)}
 
 
@@ -38,13 +39,13 @@ def load_cifar10_jpeg(data_dir: Path | None) -> Dataset:
     source = find_cifar10_jpeg(data_dir)
     if source.is_file():
         cache = cache_file(NAME, ["archive", file_digest(source)])
-        arrays = load_cached(cache) or _decode_archive(source, cache)
+        arrays = load_cached(cache, CACHED_KEYS, len(CIFAR10_CLASSES)) or _decode_archive(source, cache)
     else:
         tree = scan_image_tree(source)
         if tree.classes != CIFAR10_CLASSES or not tree.has_test_split:
             raise DataError(f"{source} is not the cifar10-jpeg folder: it needs train/ and test/ with the class folders {', '.join(CIFAR10_CLASSES)}.")
         cache = cache_file(NAME, ["folder", str(source.resolve()), folder_fingerprint(tree.files(), tree.root)])
-        arrays = load_cached(cache) or _decode_folder(tree, cache)
+        arrays = load_cached(cache, CACHED_KEYS, len(CIFAR10_CLASSES)) or _decode_folder(tree, cache)
     show_notes([str(note) for note in arrays["notes"]], NAME)
     return Dataset(
         name=NAME,

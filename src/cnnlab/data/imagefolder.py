@@ -21,10 +21,11 @@ from cnnlab.data.image_tree import ImageTree, decode_tree, scan_image_tree, show
 from cnnlab.data.images import HeightWidth
 from cnnlab.data.locate import DATA_ENV, cache_root
 from cnnlab.data.registry import Dataset, DatasetConfig, register_dataset
-from cnnlab.errors import DataError
+from cnnlab.errors import DataError, shorten
 from cnnlab.runs import file_digest
 
 NAME = "imagefolder"
+CACHED_KEYS = ("classes", "notes")  # and the images and labels of train and test, or of all
 _USAGE = (
     "Give a folder of your images (PATH/<class>/*.jpg, or PATH/train/<class>/* with PATH/test/<class>/*) "
     f"or an archive of one ({', '.join(ARCHIVE_SUFFIXES)}) as imagefolder:PATH; a relative PATH is looked "
@@ -39,11 +40,11 @@ def load_imagefolder(data_dir: Path | None, argument: str, *, config: DatasetCon
     size = config.image_height_width
     if is_archive(path):
         cache = cache_file(NAME, ["archive", file_digest(path), size])
-        arrays = load_cached(cache) or _decode_archive(path, size, cache)
+        arrays = load_cached(cache, CACHED_KEYS) or _decode_archive(path, size, cache)
     elif path.is_dir():
         tree = scan_image_tree(path)
         cache = cache_file(NAME, ["folder", str(path.resolve()), folder_fingerprint(tree.files(), tree.root), size])
-        arrays = load_cached(cache) or _decode_and_save(tree, size, cache, path.name)
+        arrays = load_cached(cache, CACHED_KEYS) or _decode_and_save(tree, size, cache, path.name)
     else:
         raise DataError(f"{path} is a file but not an archive cnnlab can read. {_USAGE}")
     show_notes([str(note) for note in arrays["notes"]], f"{NAME}:{argument}")
@@ -65,7 +66,7 @@ def resolve_image_path(argument: str, data_dir: Path | None) -> Path:
         if candidate.exists():
             return candidate
     looked = ", ".join(str(candidate) for candidate in dict.fromkeys(candidates))
-    raise DataError(f'The images "{argument}" were not found (looked at {looked}). {_USAGE}')
+    raise DataError(f'The images "{shorten(argument)}" were not found (looked at {shorten(looked, 600)}). {_USAGE}')
 
 
 def _decode_archive(archive: Path, size: HeightWidth | None, cache: Path) -> dict[str, np.ndarray]:

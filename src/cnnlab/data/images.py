@@ -9,6 +9,7 @@ skipped and reported with the others in one line, never halfway through with a t
 from __future__ import annotations
 
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,14 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from cnnlab.errors import require_memory
 from cnnlab.runs import progress_bar
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif"})
+# The only decoders Pillow may use, whatever a file's name or first bytes say: a file of any other format
+# (EPS, which would start Ghostscript; PSD, TIFF, ...) is unreadable, never handed to another decoder.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "WEBP", "GIF")
+MAX_PIXELS = 1 << 26  # 67 million pixels (8192 x 8192); larger images are skipped before their pixels are decoded
 DEFAULT_SIZE = 64  # when the images differ in size or are large
 MAX_KEPT_SIZE = 128  # a common size up to this is kept as it is
 PROGRESS_MIN_IMAGES = 1000  # smaller sets decode too fast to need a progress bar
@@ -64,7 +70,7 @@ def survey_images(paths: Sequence[Path]) -> Survey:
     colour, sizes, unreadable = False, Counter(), []
     for position, path in enumerate(paths):
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 sizes[(image.height, image.width)] += 1
                 colour = colour or _is_colour(image)
         except Exception:  # any decoder error means the same to us: unreadable
@@ -101,12 +107,24 @@ def decode_image(source: ImageSource, size: HeightWidth, colour: bool) -> np.nda
     white, resized to ``size`` (height, width). Raises UnreadableImage."""
     height, width = size
     try:
-        with Image.open(source if isinstance(source, Path) else io.BytesIO(source)) as image:
+        with open_image(source) as image:
             image.draft("RGB" if colour else "L", (width, height))  # JPEG: decode at a reduced scale when shrinking
             pixels = np.asarray(_prepare(image, size, colour))
     except Exception as error:  # Pillow's decoders raise many kinds; all mean unreadable here
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
     return pixels.transpose(2, 0, 1) if colour else pixels[np.newaxis]
+
+
+def open_image(source: ImageSource) -> Image.Image:
+    """Pillow's image for ``source``, its header read and its pixels not yet: only `IMAGE_FORMATS`, at most
+    `MAX_PIXELS` pixels. Raises UnreadableImage otherwise (and whatever Pillow raises on a damaged file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # an error here, not a line on stderr
+        image = Image.open(source if isinstance(source, Path) else io.BytesIO(source), formats=IMAGE_FORMATS)
+    if image.width * image.height > MAX_PIXELS:
+        image.close()
+        raise UnreadableImage(f"{image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} cnnlab decodes")
+    return image
 
 
 def decode_images(
@@ -116,6 +134,8 @@ def decode_images(
     also returns the positions of the unreadable ones. Shows a progress bar on stderr
     for large sets."""
     channels = 3 if colour else 1
+    require_memory(count * channels * size[0] * size[1], f"Decoding {count:,} images at {size[0]}x{size[1]}",
+                   "Set a smaller dataset.image_size, or use fewer images.")
     images = np.empty((count, channels, *size), dtype=np.uint8)
     kept, unreadable = 0, []
     with progress_bar(count, description, minimum=PROGRESS_MIN_IMAGES) as bar:
@@ -174,7 +194,9 @@ def _is_colour(image: Image.Image) -> bool:
 
 __all__ = [
     "DEFAULT_SIZE",
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
+    "MAX_PIXELS",
     "MAX_KEPT_SIZE",
     "Survey",
     "UnreadableImage",
@@ -183,6 +205,7 @@ __all__ = [
     "decode_image",
     "decode_images",
     "is_image_name",
+    "open_image",
     "resize_images",
     "skipped_message",
     "survey_images",

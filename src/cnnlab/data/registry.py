@@ -13,16 +13,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from cnnlab.data.images import DEFAULT_SIZE, MAX_KEPT_SIZE, HeightWidth, as_height_width, resize_images
-from cnnlab.errors import ConfigError, DataError, did_you_mean
+from cnnlab.errors import TUPLE_FROM_LIST, ConfigError, DataError, StrictModel, did_you_mean, require_memory, shorten
 
 Loader = Callable[..., "Dataset"]
 MAX_IMAGE_SIZE = 4096
+MAX_IMAGES = 2**31 - 1  # subset sizes: more than any dataset holds
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -68,23 +70,21 @@ class Dataset:
         return len(self.classes)
 
 
-class DatasetConfig(BaseModel):
+class DatasetConfig(StrictModel):
     """Which dataset to load and how to prepare it. A bare string means ``{name: ...}``."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
+    name: str = Field(max_length=4096)  # imagefolder:PATH holds a path
     # "backbone": the pretrained backbone's own mean/std (the default whenever model.backbone is set)
     normalize: Literal["scale", "zscore", "imagenet", "none", "backbone"] = "scale"
-    subset: int | None = Field(default=None, ge=1, description="use only the first N training images")
-    test_subset: int | None = Field(default=None, ge=1, description="use only the first N test images")
-    image_size: int | tuple[int, int] | None = Field(
+    subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N training images")
+    test_subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N test images")
+    image_size: Annotated[Optional[Union[int, tuple[int, int]]], TUPLE_FROM_LIST] = Field(
         default=None,
         description="resize every image to SIZE x SIZE or (HEIGHT, WIDTH); imagefolder by default keeps a "
         f"common size up to {MAX_KEPT_SIZE}, else uses {DEFAULT_SIZE}",
     )
     test_fraction: float = Field(default=0.2, gt=0, lt=1, description="imagefolder without a test folder: share of each class held out for testing")
-    split_seed: int = Field(default=0, description="seed of that held-out test split")
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seed of that held-out test split")
 
     @model_validator(mode="before")
     @classmethod
@@ -171,7 +171,7 @@ def find_entry(name: str) -> tuple[DatasetEntry, str | None]:
             hint = f' "{key}" needs an argument: write it as "{key}:PATH".'
         elif entry is not None:
             hint = f' "{key}" takes no argument: write it as "{key}".'
-        raise ConfigError(f'Unknown dataset "{name}".{hint} Known datasets: {", ".join(known)}.')
+        raise ConfigError(f'Unknown dataset "{shorten(name)}".{hint} Known datasets: {", ".join(known)}.')
     return entry, (argument if separator else None)
 
 
@@ -186,11 +186,23 @@ def load_dataset(config: DatasetConfig | str, data_dir: Path | None = None) -> D
     if isinstance(config, str):
         config = DatasetConfig(name=config)
     entry, argument = find_entry(config.name)
-    data_dir = Path(data_dir).expanduser() if data_dir is not None else None
+    data_dir = check_data_dir(data_dir)
     arguments = (data_dir, argument) if entry.takes_argument else (data_dir,)
     options = {"config": config} if entry.takes_config else {}
     dataset = take_subsets(entry.loader(*arguments, **options), config.subset, config.test_subset, config.split_seed)
     return resize_dataset(dataset, config.image_height_width)
+
+
+def check_data_dir(data_dir: Path | str | None) -> Path | None:
+    """``data_dir`` with ``~`` expanded; DataError when it names something that is not a folder (a file given
+    by mistake would otherwise be passed over in silence while the dataset is looked for elsewhere)."""
+    if data_dir is None:
+        return None
+    folder = Path(data_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"--data-dir {folder} is a file, not a folder. Give the folder that holds the datasets "
+                        "(e.g. DIR where DIR/mnist/ or DIR/cifar10-jpeg.tar.gz lies), or leave --data-dir out.")
+    return folder
 
 
 def resize_dataset(dataset: Dataset, size: HeightWidth | None) -> Dataset:
@@ -198,6 +210,10 @@ def resize_dataset(dataset: Dataset, size: HeightWidth | None) -> Dataset:
     ``size`` is None or already the images' size."""
     if size is None or dataset.train_images.shape[2:] == size:
         return dataset
+    count = len(dataset.train_images) + len(dataset.test_images)
+    require_memory(count * dataset.train_images.shape[1] * size[0] * size[1],
+                   f"Resizing the {count:,} images of {dataset.name} to {size[0]}x{size[1]}",
+                   "Lower dataset.image_size, or use fewer images with dataset.subset and dataset.test_subset.")
     return dataclasses.replace(
         dataset,
         train_images=resize_images(dataset.train_images, size, f"{dataset.name}: resizing train images"),

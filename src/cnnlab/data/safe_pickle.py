@@ -10,6 +10,7 @@ refuses every other one before it is imported, let alone called.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 from typing import Any
@@ -27,12 +28,36 @@ def _numpy_reconstruct() -> Any:
     return _reconstruct
 
 
+MAX_ARRAY_BYTES = 1 << 30  # 1 GiB: a CIFAR-10 batch's array is 30 MiB
+_reconstruct = _numpy_reconstruct()
+
+
+class ArrayTooLarge(ValueError):
+    """A pickled array asks for more memory than any dataset file's array needs."""
+
+
+def checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> Any:
+    """numpy's ``_reconstruct`` (which allocates ``shape`` of ``dtype`` at once), refusing arrays over
+    `MAX_ARRAY_BYTES` and anything but an ndarray before allocating. A pickled array's data arrive later
+    (its state) and can be no larger than the file."""
+    if subtype is not np.ndarray:
+        raise ArrayTooLarge(f"an array of type {subtype!r} instead of numpy.ndarray")
+    sizes = (shape,) if isinstance(shape, int) else tuple(shape)
+    if not all(isinstance(size, int) and size >= 0 for size in sizes):
+        raise ArrayTooLarge(f"an array of shape {str(shape)[:80]}")
+    n_bytes = math.prod(sizes) * np.dtype(dtype).itemsize
+    if n_bytes > MAX_ARRAY_BYTES:
+        raise ArrayTooLarge(f"an array of shape {sizes} ({n_bytes:,} bytes), more than the "
+                            f"{MAX_ARRAY_BYTES // 2**30} GiB a dataset file's array may be")
+    return _reconstruct(subtype, shape, dtype)
+
+
 # (module, name) -> the object itself. Pickles written by numpy 1 (and by Python 2, as
 # the CIFAR-10 batches are) name numpy.core; numpy 2 writes numpy._core. Both map to the
 # same function, so the deprecated numpy.core module is never imported.
 ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct(),
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct(),
+    ("numpy.core.multiarray", "_reconstruct"): checked_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): checked_reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -69,6 +94,12 @@ def load_restricted_pickle(content: bytes, origin: str) -> Any:
         return RestrictedUnpickler(io.BytesIO(content), origin).load()
     except DataError:
         raise
+    except (ArrayTooLarge, MemoryError, OverflowError) as error:
+        raise DataError(
+            f"Refused to load {origin}: it asks for {error or 'more memory than this machine has'}; nothing was "
+            "allocated. The file is damaged or made to exhaust memory: delete it and get the dataset again from "
+            "its official source."
+        ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, struct.error) as error:
         raise DataError(
             f"{origin} is not a readable pickle ({type(error).__name__}: {error}); it is truncated or "
@@ -76,4 +107,4 @@ def load_restricted_pickle(content: bytes, origin: str) -> Any:
         ) from None
 
 
-__all__ = ["ALLOWED_GLOBALS", "RestrictedUnpickler", "load_restricted_pickle"]
+__all__ = ["ALLOWED_GLOBALS", "MAX_ARRAY_BYTES", "checked_reconstruct", "RestrictedUnpickler", "load_restricted_pickle"]

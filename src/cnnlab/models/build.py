@@ -8,13 +8,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
-from cnnlab.errors import ConfigError, ShapeError
+from cnnlab.errors import ConfigError, ShapeError, require_memory
 from cnnlab.models.layers import LayerSpec, parse_layers
 from cnnlab.models.summary import SummaryRow, count_parameters
 from cnnlab.models.whitening import PatchWhitening
 
 SOFTMAX_NOTE = ("Final softmax folded into the loss: the network outputs logits, CrossEntropyLoss applies "
                 "log-softmax, probabilities are softmax(logits).")
+MAX_PARAMETERS = 1_000_000_000  # 4 GiB of float32 weights, 16 GiB while Adam trains them
+MAX_VALUES_PER_IMAGE = 1 << 28  # one layer's output for one image: 1 GiB of float32
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weight, gradient and Adam's two moments
 Shape = tuple[int, ...]  # one example's shape, without the batch dimension: (C, H, W) or (features,)
 Pads = tuple[int, int, int, int]  # left, right, top, bottom, as nn.ZeroPad2d takes them
 
@@ -49,11 +52,15 @@ def build_model(layers: Sequence[str | Mapping[str, Any] | LayerSpec], input_sha
         raise ConfigError(f"A classifier needs at least 2 classes, not {n_classes}.")
     module, rows, notes = nn.Sequential(), [], []
     counters: dict[str, int] = {}
+    total_parameters = 0
     for index, spec in enumerate(specs):
         if _is_final_softmax(specs, index):
             notes.append(SOFTMAX_NOTE)
             continue
+        total_parameters += _estimate_parameters(spec, shape, n_classes)
+        _check_parameters(spec, total_parameters)  # before the layer's weights are allocated
         built, shape, type_name = BUILDERS[spec.kind](spec, shape, n_classes)
+        _check_output_size(spec, shape)
         if spec.kind in ("conv", "dense") and spec.options["activation"] == "softmax":
             notes.append(SOFTMAX_NOTE)
         layer_name = _unique_name(_base_name(spec), counters)
@@ -65,6 +72,43 @@ def build_model(layers: Sequence[str | Mapping[str, Any] | LayerSpec], input_sha
         rows.append(SummaryRow(layer_name, type_name, shape, trainable + frozen, trainable, names))
     _check_output(specs, shape, n_classes, notes)
     return BuiltModel(module, rows, notes, tuple(input_shape), n_classes, name, specs)
+
+
+def _estimate_parameters(spec: LayerSpec, shape: Shape, n_classes: int) -> int:
+    """The parameters ``spec`` will hold on input ``shape``, counted without allocating them (a convolution's
+    shape is checked first: that message is the more useful one)."""
+    channels = shape[0]
+    if spec.kind == "conv":
+        kernel, filters = spec.options["kernel"], spec.options["filters"]
+        _need_image(spec, shape)
+        _window_pads(spec, shape, kernel, "kernel")
+        return channels * filters * kernel * kernel + filters
+    if spec.kind == "dense" and len(shape) == 1:
+        units = n_classes if spec.options["units"] == "classes" else spec.options["units"]
+        return channels * units + units
+    if spec.kind == "whiten":
+        outputs = 2 * channels * spec.options["kernel"] ** 2
+        return outputs * channels * spec.options["kernel"] ** 2 + outputs
+    return 2 * channels if spec.kind == "batch_norm" else 0
+
+
+def _check_parameters(spec: LayerSpec, total: int) -> None:
+    remedy = ("Make the layer narrower (fewer filters or units), shrink its input (pooling, a stride, or a smaller "
+              "dataset.image_size before a Flatten), or use GlobalAvgPool instead of Flatten.")
+    if total > MAX_PARAMETERS:
+        raise ConfigError(f"Up to {spec.describe()} the network has {total:,} parameters, more than the "
+                          f"{MAX_PARAMETERS:,} cnnlab builds ({total * 4 / 2**30:,.1f} GiB of weights, about "
+                          f"{total * TRAINING_BYTES_PER_PARAMETER / 2**30:,.0f} GiB while training). {remedy}")
+    require_memory(total * TRAINING_BYTES_PER_PARAMETER, f"Training the network up to {spec.describe()} "
+                   f"({total:,} parameters)", remedy)
+
+
+def _check_output_size(spec: LayerSpec, shape: Shape) -> None:
+    values = math.prod(shape)
+    if values > MAX_VALUES_PER_IMAGE:
+        raise ConfigError(f"{spec.describe()[:1].upper()}{spec.describe()[1:]} outputs {_shown(shape)}: {values:,} "
+                          f"values for each image, more than the {MAX_VALUES_PER_IMAGE:,} cnnlab allows (1 GiB per "
+                          "image). Use fewer filters, a stride or pooling, or a smaller dataset.image_size.")
 
 
 def _as_specs(layers: Sequence[Any]) -> list[LayerSpec]:
@@ -125,6 +169,10 @@ def _window_pads(spec: LayerSpec, shape: Shape, window: int, label: str) -> tupl
     else:
         pads = (padding, padding, padding, padding)
     padded_height, padded_width = height + pads[2] + pads[3], width + pads[0] + pads[1]
+    if padding == "same" and window > min(height, width):
+        raise _shape_error(spec, shape, f"{label} {window} ({window}x{window}) is larger than the {height}x{width} "
+                           "input: with padding 'same' most of each window would be padding. Use a "
+                           f"{label} of at most {min(height, width)}, or fewer pooling layers before it.")
     if window > min(padded_height, padded_width):
         padded = "" if not any(pads) else f" (after padding: {padded_height}x{padded_width})"
         raise _shape_error(spec, shape, f"{label} {window} ({window}x{window}) is larger than the "

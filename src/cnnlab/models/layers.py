@@ -7,16 +7,19 @@ last Dense, which outputs logits; PyTorch names (Conv2d, Linear) default to no a
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
-from cnnlab.errors import ConfigError, did_you_mean
+from cnnlab.errors import ConfigError, did_you_mean, short_repr, shorten
 
 ACTIVATIONS = ("relu", "none", "softmax", "tanh", "sigmoid", "elu", "gelu", "leaky_relu")
 # Lower-case name without "_" or "-" -> activation.
 ACTIVATION_NAMES = {**{name.replace("_", ""): name for name in ACTIVATIONS}, "linear": "none", "identity": "none"}
 CLASSES_WORDS = ("classes", "n_classes", "num_classes")
+MAX_WIDTH = 65_536  # filters of a convolution or units of a Dense layer (the widest zoo layer has 4,096)
+MAX_WINDOW = 4_096  # kernel, pool, stride and padding in pixels: the largest image cnnlab resizes to
 
 # Every accepted spelling of a layer type -> kind of layer. Matching ignores case, "_", "-" and spaces.
 LAYER_NAMES = {
@@ -101,7 +104,7 @@ class LayerSpec:
 
     def describe(self) -> str:
         """'layer 3 "Conv2D: 64, 5"': how messages name this layer."""
-        return f'layer {self.position} "{self.text}"'
+        return f'layer {self.position} "{shorten(self.text)}"'
 
 
 def parse_layers(specs: Sequence[str | Mapping[str, Any]]) -> list[LayerSpec]:
@@ -126,12 +129,12 @@ def parse_layer(spec: str | Mapping[str, Any], position: int) -> LayerSpec:
         type_name, positional, named = _split_mapping(spec, position)
         text = _mapping_text(spec)
     else:
-        raise ConfigError(f"Layer {position} is a {type(spec).__name__} ({spec!r}); write it as a string "
+        raise ConfigError(f"Layer {position} is a {type(spec).__name__} ({short_repr(spec)}); write it as a string "
                           'like "Conv2D: 32, 3" or a mapping like {type: Conv2D, filters: 32, kernel: 3}.')
     key = _squash(type_name)
     if key not in LAYER_KINDS:
         hint = re.sub(r'"(.*)"', lambda match: f'"{PRETTY_NAMES[match.group(1)]}"', did_you_mean(key, PRETTY_NAMES))
-        raise ConfigError(f'Layer {position} "{text}": unknown layer type "{type_name}".'
+        raise ConfigError(f'Layer {position} "{shorten(text)}": unknown layer type "{shorten(type_name)}".'
                           f"{hint} Known types: Conv2D, Conv2d, MaxPooling, AvgPool, "
                           "GlobalAvgPool, BatchNorm, Dropout, Flatten, Dense, Linear, Activation, ReLU, Softmax, "
                           "Whiten, Scale.")
@@ -141,7 +144,7 @@ def parse_layer(spec: str | Mapping[str, Any], position: int) -> LayerSpec:
     if kind in ACTIVATIONS:
         # A bare activation layer ("ReLU", "Softmax") is an Activation layer with its function preset.
         if positional or named:
-            raise ConfigError(f'Layer {position} "{text}": {type_name} takes no arguments.')
+            raise ConfigError(f'Layer {position} "{shorten(text)}": {type_name} takes no arguments.')
         kind, display, named = "activation", ACTIVATION_LAYER_NAMES[kind], {"activation": kind}
     bare = LayerSpec(kind, display, style, position, text)
     options = _bind_arguments(bare, positional, named)
@@ -152,7 +155,7 @@ def _split_string(text: str, position: int) -> tuple[str, list[Any], dict[str, A
     cleaned = text.strip().rstrip(".").strip()
     match = re.fullmatch(r"([A-Za-z][A-Za-z0-9_\-]*)\s*(?::\s*(.*)|\s+(.*))?", cleaned, flags=re.DOTALL)
     if not match:
-        raise ConfigError(f'Layer {position} "{text}" cannot be read: write the type, a colon and the '
+        raise ConfigError(f'Layer {position} "{shorten(text)}" cannot be read: write the type, a colon and the '
                           'arguments, e.g. "Conv2D: 32, 3, 1, valid" or "Dense: 10".')
     arguments_text = match.group(2) if match.group(2) is not None else (match.group(3) or "")
     positional: list[Any] = []
@@ -162,7 +165,8 @@ def _split_string(text: str, position: int) -> tuple[str, list[Any], dict[str, A
             name, value = (part.strip() for part in piece.split("=", 1))
             named[name.lower()] = _string_value(value)
         elif named:
-            raise ConfigError(f'Layer {position} "{text}": positional argument "{piece}" comes after a named one.')
+            raise ConfigError(f'Layer {position} "{shorten(text)}": positional argument "{shorten(piece)}" comes after '
+                              "a named one.")
         else:
             positional.append(_string_value(piece))
     return match.group(1), positional, named
@@ -196,7 +200,7 @@ def _split_mapping(spec: Mapping[str, Any], position: int) -> tuple[str, list[An
 
 
 def _mapping_text(spec: Mapping[str, Any]) -> str:
-    return "{" + ", ".join(f"{key}: {value}" for key, value in spec.items()) + "}"
+    return shorten("{" + ", ".join(f"{key}: {shorten(str(value))}" for key, value in spec.items()) + "}", 200)
 
 
 def _display_name(kind: str, style: str) -> str:
@@ -216,7 +220,7 @@ def _bind_arguments(spec: LayerSpec, positional: list[Any], named: dict[str, Any
         canonical = ARGUMENT_ALIASES.get(name, name)
         if canonical not in accepted:
             valid = ", ".join(accepted) or "none"
-            raise ConfigError(f'{_capital(spec.describe())}: {spec.type_name} has no argument "{name}".'
+            raise ConfigError(f'{_capital(spec.describe())}: {spec.type_name} has no argument "{shorten(name)}".'
                               f"{did_you_mean(name, list(accepted) + list(ARGUMENT_ALIASES))} Arguments: {valid}.")
         if canonical in options:
             raise ConfigError(f'{_capital(spec.describe())}: argument "{canonical}" is given twice.')
@@ -232,10 +236,10 @@ def _check_options(spec: LayerSpec, options: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name, value in options.items():
         if name in ("filters", "kernel", "pool", "stride"):
-            checked[name] = _positive_int(spec, name, value)
+            checked[name] = _positive_int(spec, name, value, MAX_WIDTH if name == "filters" else MAX_WINDOW)
         elif name == "units":
             is_classes = isinstance(value, str) and value.lower() in CLASSES_WORDS
-            checked[name] = "classes" if is_classes else _positive_int(spec, name, value)
+            checked[name] = "classes" if is_classes else _positive_int(spec, name, value, MAX_WIDTH)
         elif name == "padding":
             checked[name] = _padding(spec, value)
         elif name == "rate":
@@ -243,8 +247,9 @@ def _check_options(spec: LayerSpec, options: dict[str, Any]) -> dict[str, Any]:
         elif name == "activation":
             checked[name] = _activation(spec, value)
         elif name == "factor":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{_capital(spec.describe())}: the factor must be a positive number, not {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ConfigError(f"{_capital(spec.describe())}: the factor must be a positive finite number, not "
+                                  f"{short_repr(value)}.")
             checked[name] = float(value)
     if spec.kind == "dropout":
         checked.setdefault("rate", 0.5)
@@ -256,36 +261,36 @@ def _check_options(spec: LayerSpec, options: dict[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def _positive_int(spec: LayerSpec, name: str, value: Any) -> int:
+def _positive_int(spec: LayerSpec, name: str, value: Any, maximum: int) -> int:
     if isinstance(value, (list, tuple)) and len(value) == 2 and value[0] == value[1]:
         value = value[0]  # a square (3, 3) kernel is the same as 3
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
         hint = " (only square kernels and pools are supported)" if isinstance(value, (list, tuple)) else ""
-        raise ConfigError(f"{_capital(spec.describe())}: {name} must be a whole number of at least 1, "
-                          f"not {value!r}{hint}.")
+        raise ConfigError(f"{_capital(spec.describe())}: {name} must be a whole number of at least 1 and at most {maximum:,}, "
+                          f"not {short_repr(value)}{hint}.")
     return value
 
 
 def _padding(spec: LayerSpec, value: Any) -> str | int:
     if isinstance(value, str) and value.lower() in ("valid", "same"):
         return 0 if value.lower() == "valid" else "same"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WINDOW:
         return value
     raise ConfigError(f"{_capital(spec.describe())}: padding must be 'valid', 'same' or a whole number "
-                      f"of pixels (0 or more), not {value!r}.")
+                      f"of pixels (0 to {MAX_WINDOW:,}), not {short_repr(value)}.")
 
 
 def _rate(spec: LayerSpec, value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1:
         return float(value)
     raise ConfigError(f"{_capital(spec.describe())}: the dropout rate must be a number from 0 to below 1 "
-                      f"(the fraction of units dropped), not {value!r}.")
+                      f"(the fraction of units dropped), not {short_repr(value)}.")
 
 
 def _activation(spec: LayerSpec, value: Any) -> str:
     key = _squash(str(value)) if value is not None else "none"
     if key not in ACTIVATION_NAMES:
-        raise ConfigError(f'{_capital(spec.describe())}: unknown activation "{value}".'
+        raise ConfigError(f'{_capital(spec.describe())}: unknown activation "{shorten(str(value))}".'
                           f"{did_you_mean(str(value).lower(), ACTIVATIONS)} Known: {', '.join(ACTIVATIONS)} "
                           "(linear is the same as none).")
     return ACTIVATION_NAMES[key]

@@ -5,9 +5,9 @@ curves, one confusion matrix per run and their worst-classified images in one ta
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.analysis.run_files import RunFiles, load_run
 from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
@@ -20,31 +20,34 @@ COMPARISON_WORST_N = 10
 COMPARISON_COLUMNS = ["model", "dataset", "params", "epochs", "test_loss", "test_accuracy", "train_time_s"]
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None) -> dict[str, Path]:
+def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None,
+                     failed: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Compare finished runs side by side: comparison.csv, comparison.md and
-    comparison.html (with figures) in ``out_dir``. Returns their paths by kind."""
+    comparison.html (with figures) in ``out_dir``. Returns their paths by kind. ``failed`` (label: why)
+    adds a row for each experiment that did not finish, with a status column saying why."""
     if not run_dirs:
         raise CnnlabError("Give at least one run directory to compare.")
     loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]
     labels = _comparison_labels(loaded, labels)
     out_dir = Path(out_dir)
-    rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
-    has_reported = any(row["reported_accuracy"] is not None for row in rows)
+    run_rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
+    rows = run_rows + [{"model": label, "status": f"failed: {why}"} for label, why in (failed or {}).items()]
+    has_reported = any(row["reported_accuracy"] is not None for row in run_rows)
     reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
-    columns = COMPARISON_COLUMNS + reported + ["run_dir"]
+    columns = COMPARISON_COLUMNS + reported + (["status"] if failed else []) + ["run_dir"]
     paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
     runs.write_csv_atomic(paths["csv"], rows, columns)
     figures = FigureWriter(out_dir)
     blocks: list[Block] = [Heading(f"Comparison of {len(loaded)} runs", 1), _comparison_table(rows, has_reported)]
-    if len({row["dataset"] for row in rows}) > 1:
+    if len({row["dataset"] for row in run_rows}) > 1:
         blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
     histories = {label: run.history for label, run in zip(labels, loaded)}
     blocks += [Heading("Validation curves"), ImageRow([
-        figures.add(f"compare_{metric}", plots.plot_comparison_curves(histories, metric), caption)
+        figures.add(f"compare_{metric}", lambda: plots.plot_comparison_curves(histories, metric), caption)
         for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
     ])]
     blocks += [Heading("Confusion matrices"), ImageRow([
-        figures.add(f"compare_confusion_{number}", plots.plot_confusion(
+        figures.add(f"compare_confusion_{number}", lambda: plots.plot_confusion(
             run.interpretation.confusion(), run.interpretation.class_names, title=label), label)
         for number, (label, run) in enumerate(zip(labels, loaded), start=1)
     ])]
@@ -78,19 +81,24 @@ def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
         "reported_accuracy": metrics.get("reported_accuracy"),
         "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
         "run_dir": str(run.run_dir),
+        "status": "complete",
     }
 
 
 def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
     headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
     headers += ["Reported accuracy"] if has_reported else []
+    has_failed = any(row["status"] != "complete" for row in rows)
     cells = []
     for row in rows:
-        line = [row["model"], row["dataset"], format_integer(row["params"]), format_value(row["epochs"]),
-                format_number(row["test_loss"]), format_percent(row["test_accuracy"])]
-        line += [_format_reported(row["reported_accuracy"], row["reported_accuracy_kind"])] if has_reported else []
-        cells.append(line + [format_number(row["train_time_s"], 2)])
-    return Table(headers + ["Training time (s)"], cells)
+        line = [row["model"], format_value(row.get("dataset")), format_integer(row.get("params")),
+                format_value(row.get("epochs")), format_number(row.get("test_loss")),
+                format_percent(row.get("test_accuracy"))]
+        if has_reported:
+            line.append(_format_reported(row.get("reported_accuracy"), row.get("reported_accuracy_kind")))
+        line += [format_number(row.get("train_time_s"), 2)]
+        cells.append(line + ([row["status"]] if has_failed else []))
+    return Table(headers + ["Training time (s)"] + (["Status"] if has_failed else []), cells)
 
 
 def _format_reported(value: Any, kind: Any) -> str:
@@ -117,3 +125,13 @@ def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:
         rows.append(line)
     headers = ["Rank"] + ["Index", "Predicted", "True", "P(true)"] * len(loaded)
     return Table(headers, rows, groups=[("", 1)] + [(label, 4) for label in labels])
+
+
+def compare_runs(run_dirs: list[Path], out: Path, overwrite: bool = False) -> dict[str, Path]:
+    """`cnnlab compare`: the comparison written through the output gate: into a new or empty ``out`` or an
+    earlier comparison, which is replaced only with ``overwrite`` and only once the new one is complete."""
+    output_folders.check_output_folder(out, overwrite, "compare")
+    loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]  # bad runs: nothing written
+    folder = output_folders.prepare_output_folder(out, overwrite, "compare")
+    paths = write_comparison([run.run_dir for run in loaded], folder)
+    return output_folders.moved(paths, folder, output_folders.publish_output_folder(folder))

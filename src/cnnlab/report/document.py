@@ -59,7 +59,7 @@ class Image:
 
 @dataclass
 class ImageRow:
-    images: list[Image]
+    images: list[Union[Image, Callout]]  # a figure that could not be drawn is a Callout in its place
 
 
 @dataclass
@@ -90,8 +90,9 @@ img { max-width: 100%; }
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
+    """The blocks as Markdown; text that is not valid Unicode (undecodable folder names) shown escaped."""
     parts = [_markdown_block(block) for block in blocks]
-    return "\n\n".join(parts) + "\n"
+    return plots.unicode_safe("\n\n".join(parts) + "\n")
 
 
 def _markdown_block(block: Block) -> str:
@@ -110,7 +111,7 @@ def _markdown_block(block: Block) -> str:
     if isinstance(block, Image):
         return f"![{markdown_text(block.caption)}]({block.path})"
     if isinstance(block, ImageRow):
-        return " ".join(_markdown_block(image) for image in block.images)
+        return "\n\n".join(_markdown_block(image) for image in block.images)
     if isinstance(block, Preformatted):
         fence = "````" if "```" in block.text else "```"
         return f"{fence}\n{block.text.rstrip()}\n{fence}"
@@ -143,8 +144,10 @@ def markdown_text(text: object) -> str:
 
 
 def render_html(blocks: Sequence[Block], title: str, images: Mapping[str, bytes]) -> str:
-    """A standalone page; ``images`` maps each Image path to its PNG bytes."""
-    body = "\n".join(_html_block(block, images) for block in blocks)
+    """A standalone page; ``images`` maps each Image path to its PNG bytes. Every text is escaped, and
+    text that is not valid Unicode (undecodable folder names) is shown escaped."""
+    body = plots.unicode_safe("\n".join(_html_block(block, images) for block in blocks))
+    title = plots.unicode_safe(title)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
@@ -170,7 +173,8 @@ def _html_block(block: Block, images: Mapping[str, bytes]) -> str:
     if isinstance(block, Image):
         return _html_image(block, images)
     if isinstance(block, ImageRow):
-        return '<div class="row">' + "".join(_html_image(image, images) for image in block.images) + "</div>"
+        return '<div class="row">' + "".join(_html_image(image, images) if isinstance(image, Image)
+                                            else _html_block(image, images) for image in block.images) + "</div>"
     if isinstance(block, Preformatted):
         return f"<pre>{escape(block.text.rstrip())}</pre>"
     raise TypeError(f"unknown block {type(block).__name__}")
@@ -204,10 +208,22 @@ class FigureWriter:
     def __init__(self, folder: Path):
         self.folder = folder
         self.pngs: dict[str, bytes] = {}
+        self.failures: list[str] = []  # names of the figures that could not be drawn
 
-    def add(self, name: str, figure: Any, caption: str) -> Image:
+    def add(self, name: str, figure: Any, caption: str) -> Union[Image, Callout]:
+        """Save ``figure`` (a Figure, or a function that draws one) as figures/<name>.png and return its
+        Image block. A figure that cannot be drawn never stops a report: it becomes a Callout naming the
+        figure and the error (writing the file may still fail, with the file named, as every write does)."""
         path = f"{runs.FIGURES_DIR}/{name}.png"
-        self.pngs[path] = plots.save_figure(figure, self.folder / path)
+        try:
+            png = plots.figure_to_png(figure() if callable(figure) else figure)
+        except Exception as error:  # noqa: BLE001 - any drawing failure, by design: the report goes on
+            self.failures.append(name)
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            return Callout(f"The figure \"{name}\" ({caption}) could not be drawn: {type(error).__name__}"
+                           f"{': ' + detail if detail else ''}. The rest of the report is complete.", "warning")
+        runs.write_bytes_atomic(self.folder / path, png)
+        self.pngs[path] = png
         return Image(path, caption)
 
 

@@ -43,7 +43,7 @@ def network_section(run: RunFiles, figures: FigureWriter) -> list[Block]:
                                 "there are no kernels to show as pictures."))
     else:
         colour = "in colour (red, green, blue weights)" if kernels.shape[1] == 3 else "in grey"
-        blocks.append(figures.add("kernels", plots.plot_kernel_grid(kernel_images(kernels)),
+        blocks.append(figures.add("kernels", lambda: plots.plot_kernel_grid(kernel_images(kernels)),
                                   f"The {len(kernels)} first-layer kernels ({kernels.shape[2]}x{kernels.shape[3]}) "
                                   f"{colour}, each scaled to its own range: light = large weight"))
     if not conv_layer_names(trained.module):
@@ -64,7 +64,7 @@ def _feature_maps(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -
     captions = [f"#{index}: {interpretation.class_names[interpretation.labels[index]]}" for index in wanted[found]]
     caption = (f"What the first convolutional layer ({layer}) responds to: its first {maps.shape[1]} channels "
                "for the first test images (bright = strong response)")
-    return [figures.add("feature_maps", plots.plot_feature_maps(images, maps, captions, layer), caption)]
+    return [figures.add("feature_maps", lambda: plots.plot_feature_maps(images, maps, captions, layer), caption)]
 
 
 def _grad_cam(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> list[Block]:
@@ -81,10 +81,13 @@ def _grad_cam(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> li
     predicted = [names.index(row["predicted"]) for row in rows]
     true = [names.index(row["true"]) for row in rows]
     layer = conv_layer_names(trained.module)[-1]
-    cams = [grad_cam(trained.module, inputs, predicted, layer), grad_cam(trained.module, inputs, true, layer)]
     captions = [f"#{row['index']} true {row['true']}\npred {row['predicted']}, p(true)={format_probability(row['p_true'])}"
                 for row in rows]
-    figure = plots.plot_grad_cam(images, cams, ["for predicted", "for true class"], captions)
+
+    def figure():
+        cams = [grad_cam(trained.module, inputs, predicted, layer), grad_cam(trained.module, inputs, true, layer)]
+        return plots.plot_grad_cam(images, cams, ["for predicted", "for true class"], captions)
+
     return [
         Paragraph(f"Grad-CAM on the {len(rows)} worst-classified test images (layer {layer}): red marks the "
                   "regions whose activations raised the score of the predicted (wrong) class, and, below, of the "

@@ -1,11 +1,16 @@
 """Figures for reports. Every function returns a new matplotlib ``Figure`` drawn with
 the Agg canvas; nothing touches pyplot's global state, so figures can be built in
-threads, tests and notebooks alike. ``save_figure`` writes one as PNG."""
+threads, tests and notebooks alike. ``save_figure`` writes one as PNG.
+
+Class names, run labels and captions are data (a user's folder names), never markup: every text
+that reaches matplotlib goes through ``plain_text``, which escapes its math-text ``$`` and makes
+undecodable bytes and control characters visible."""
 
 from __future__ import annotations
 
 import io
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -19,6 +24,38 @@ from cnnlab import runs
 DPI = 100
 # Above this many classes the numbers no longer fit in the confusion-matrix cells.
 MAX_ANNOTATED_CLASSES = 20
+# Longest line of data text drawn in a figure; longer names are cut with an ellipsis.
+MAX_LABEL_CHARS = 40
+MAX_LINE_CHARS = 80
+
+
+def unicode_safe(text: object) -> str:
+    """``text`` encodable as UTF-8: bytes a file system could not decode (surrogate escapes) become
+    ``\\xNN``, so a folder name that is not UTF-8 is shown instead of crashing a write."""
+    text = str(text)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # lone surrogates that are not escaped bytes
+        raw = text.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def plain_text(text: object, max_chars: int = MAX_LINE_CHARS) -> str:
+    """Data as figure text: shown literally (``$`` escaped, so never math text), undecodable bytes and
+    control characters as escapes, each line cut to ``max_chars``. The one way data reaches a figure."""
+    lines = []
+    for line in unicode_safe(text).split("\n"):
+        line = "".join(char if unicodedata.category(char) != "Cc" else f"\\x{ord(char):02x}" for char in line)
+        if len(line) > max_chars:
+            line = line[:max_chars - 1] + "\u2026"
+        lines.append(line.replace("$", r"\$"))
+    return "\n".join(lines)
+
+
+def plain_labels(names: Sequence[object], max_chars: int = MAX_LABEL_CHARS) -> list[str]:
+    """``plain_text`` of each name (tick labels, legends); a leading "_" is kept visible (matplotlib
+    would hide such a legend entry)."""
+    return [(" " if str(name).startswith("_") else "") + plain_text(name, max_chars) for name in names]
 
 
 def new_figure(width_in: float, height_in: float) -> Figure:
@@ -48,9 +85,11 @@ def plot_history(history: Sequence[Mapping[str, float]]) -> Figure:
     for axes, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
         for split, style in (("train", "-o"), ("val", "-s")):
             values = np.array([row.get(f"{split}_{metric}", math.nan) for row in history], dtype=float)
-            if np.isfinite(values).any():
+            measured = np.isfinite(values)  # with validate_every > 1, epochs without validation are NaN
+            if measured.any():
                 label = "training" if split == "train" else "validation"
-                axes.plot(epochs, values, style, markersize=3, label=label)
+                axes.plot(np.asarray(epochs, dtype=float)[measured], values[measured], style, markersize=3,
+                          label=label)
         axes.set_xlabel("epoch")
         axes.set_ylabel(metric)
         axes.set_title(metric.capitalize())
@@ -74,11 +113,13 @@ def plot_confusion(
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     ticks = np.arange(n_classes)
     font = 8 if n_classes <= 10 else 6
-    axes.set_xticks(ticks, labels=list(class_names), rotation=90 if n_classes > 10 else 45, fontsize=font)
-    axes.set_yticks(ticks, labels=list(class_names), fontsize=font)
+    names = plain_labels(class_names)
+    axes.set_xticks(ticks, labels=names, rotation=90 if n_classes > 10 else 45, fontsize=font)
+    axes.set_yticks(ticks, labels=names, fontsize=font)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    axes.set_title(title or ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"))
+    axes.set_title(plain_text(title) if title else
+                   ("Confusion matrix (row-normalised)" if normalize else "Confusion matrix (counts)"))
     if n_classes <= MAX_ANNOTATED_CLASSES:
         _annotate_cells(axes, matrix, normalize, font)
     figure.tight_layout()
@@ -101,6 +142,7 @@ def plot_image_grid(images: np.ndarray, captions: Sequence[str], ncols: int = 5)
     Drawn as one mosaic in one axes, captions as text: dozens of separate axes made this the
     slowest figure of a report."""
     count = len(images)
+    captions = [plain_text(caption, MAX_LABEL_CHARS) for caption in captions]
     ncols = max(1, min(ncols, count or 1))
     nrows = max(1, math.ceil(count / ncols))
     lines = max((caption.count("\n") + 1 for caption in captions), default=1)
@@ -141,6 +183,7 @@ def plot_prediction_bars(
     distribution (true class green, a wrong prediction red)."""
     count = len(images)
     n_classes = len(class_names)
+    class_names = plain_labels(class_names)
     figure = new_figure(6, max(1.0, 0.12 * n_classes + 0.6) * count + 0.3)
     grid = figure.subplots(max(count, 1), 2, squeeze=False, gridspec_kw={"width_ratios": [1, 2.5]})
     positions = np.arange(n_classes)
@@ -166,7 +209,7 @@ def plot_prediction_bars(
 
 def plot_per_class(per_class: Sequence[Mapping[str, Any]]) -> Figure:
     """Precision, recall and F1 per class as grouped bars."""
-    names = [str(row["class"]) for row in per_class]
+    names = plain_labels([row["class"] for row in per_class])
     positions = np.arange(len(names))
     figure = new_figure(min(max(5, 0.5 * len(names) + 2), 16), 3.2)
     axes = figure.subplots()
@@ -190,10 +233,11 @@ def plot_comparison_curves(
     """One line per run of ``metric`` against epoch, overlaid."""
     figure = new_figure(6, 3.4)
     axes = figure.subplots()
-    for label, history in histories.items():
-        epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
-        values = [row.get(metric, math.nan) for row in history]
-        axes.plot(epochs, values, "-o", markersize=3, label=label)
+    for label, history in zip(plain_labels(histories), histories.values()):
+        epochs = np.array([row.get("epoch", i + 1) for i, row in enumerate(history)], dtype=float)
+        values = np.array([row.get(metric, math.nan) for row in history], dtype=float)
+        measured = np.isfinite(values)  # epochs without validation are skipped, not drawn as gaps
+        axes.plot(epochs[measured], values[measured], "-o", markersize=3, label=label)
     name = metric.replace("val_", "validation ").replace("train_", "training ").replace("_", " ")
     axes.set_xlabel("epoch")
     axes.set_ylabel(name)
@@ -216,7 +260,7 @@ def plot_kernel_grid(pictures: np.ndarray, title: str = "First-layer kernels") -
     axes = figure.subplots()
     axes.imshow(_mosaic(list(rgb), columns), interpolation="nearest")
     axes.axis("off")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(plain_text(title), fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -231,11 +275,11 @@ def plot_feature_maps(images: np.ndarray, maps: np.ndarray, captions: Sequence[s
     image_axes, map_axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, channels]})
     image_axes.imshow(_mosaic([_as_rgb(image) for image in images], 1), interpolation="nearest")
     map_axes.imshow(_mosaic(tiles, channels), interpolation="nearest")
-    image_axes.set_yticks(_tile_centres(count, images.shape[2]), labels=list(captions), fontsize=7)
+    image_axes.set_yticks(_tile_centres(count, images.shape[2]), labels=plain_labels(captions), fontsize=7)
     image_axes.set_xticks([])
     map_axes.set_xticks(_tile_centres(channels, maps.shape[3]), labels=[f"#{c}" for c in range(channels)], fontsize=6)
     map_axes.set_yticks([])
-    map_axes.set_title(f"Feature maps of layer {layer_name}", fontsize=9)
+    map_axes.set_title(f"Feature maps of layer {plain_text(layer_name)}", fontsize=9)
     figure.tight_layout()
     return figure
 
@@ -255,9 +299,10 @@ def plot_grad_cam(images: np.ndarray, cam_rows: Sequence[np.ndarray], row_labels
     axes = figure.subplots()
     axes.imshow(_mosaic(tiles, max(count, 1)), interpolation="nearest")
     height, width = images.shape[2], images.shape[3]
-    axes.set_xticks(_tile_centres(count, width), labels=list(captions), fontsize=6)
+    axes.set_xticks(_tile_centres(count, width), labels=[plain_text(text, MAX_LABEL_CHARS) for text in captions],
+                    fontsize=6)
     axes.xaxis.tick_top()
-    axes.set_yticks(_tile_centres(len(cam_rows) + 1, height), labels=["image", *row_labels], fontsize=7)
+    axes.set_yticks(_tile_centres(len(cam_rows) + 1, height), labels=plain_labels(["image", *row_labels]), fontsize=7)
     axes.tick_params(length=0)
     for spine in axes.spines.values():
         spine.set_visible(False)

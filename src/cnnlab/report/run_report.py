@@ -15,7 +15,8 @@ import yaml
 
 from cnnlab import runs
 from cnnlab.analysis.interpretation import N_PREDICTION_EXAMPLES, Interpretation, describe_confused, diagnose_curves
-from cnnlab.analysis.run_files import RunFiles, load_run, lookup_images
+from cnnlab.analysis.run_files import RunFiles, load_run, lookup_images, read_augmentation
+from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
 from cnnlab.report.document import (
     Block, BulletList, Callout, FigureWriter, Heading, ImageRow, Paragraph, Preformatted, Table,
@@ -27,10 +28,16 @@ from cnnlab.report.network_section import network_section
 GRID_COLUMNS = 5
 
 
-def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
+DEFAULT_WORST_N = 10
+
+
+def write_report(run_dir: Path, worst_n: int | None = None) -> tuple[Path, Path]:
     """Write figures/*.png, report.md and report.html into ``run_dir``; return the
-    Markdown and HTML paths. Sections whose files are absent are skipped with a note."""
+    Markdown and HTML paths. Sections whose files are absent are skipped with a note, and a figure
+    that cannot be drawn is a note in its place. ``worst_n`` defaults to the config's analysis.worst_n.
+    Raises CnnlabError naming the file when a file of the run directory is damaged."""
     run = load_run(run_dir)
+    worst_n = worst_n if worst_n is not None else _configured_worst_n(run)
     figures = FigureWriter(run.run_dir)
     blocks = _header(run) + _headline(run) + _curves(run, figures) + _augmentation(run, figures)
     if run.interpretation is None:
@@ -38,7 +45,7 @@ def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
     else:
         blocks += _per_class(run.interpretation, figures) + _confusion(run.interpretation, figures)
         blocks += _examples(run, figures, worst_n)
-        blocks += network_section(run, figures)
+        blocks += _network_section(run, figures)
     blocks += _appendix(run)
     title = f"cnnlab report: {run.metrics.get('name', run.run_dir.name)}"
     markdown_path = run.run_dir / runs.REPORT_MARKDOWN_FILE
@@ -46,6 +53,29 @@ def write_report(run_dir: Path, worst_n: int = 10) -> tuple[Path, Path]:
     runs.write_text_atomic(markdown_path, render_markdown(blocks))
     runs.write_text_atomic(html_path, render_html(blocks, title, figures.pngs))
     return markdown_path, html_path
+
+
+def _configured_worst_n(run: RunFiles) -> int:
+    analysis = (run.config or {}).get("analysis")
+    value = analysis.get("worst_n") if isinstance(analysis, dict) else None
+    if value is None:
+        return DEFAULT_WORST_N
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 50:
+        raise CnnlabError(f"{run.run_dir / runs.CONFIG_FILE} is damaged: analysis.worst_n should be a whole number "
+                          "from 1 to 50. Fix that line, or give `cnnlab report --worst N`.")
+    return value
+
+
+def _network_section(run: RunFiles, figures: FigureWriter) -> list[Block]:
+    """The "looking inside" section, or a note when rebuilding or running the network fails there:
+    it runs a model on saved images, and no failure of it may cost the rest of the report."""
+    try:
+        return network_section(run, figures)
+    except Exception as error:  # noqa: BLE001 - by design, as FigureWriter.add
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        return [Heading("Looking inside the network"),
+                Callout(f"This section could not be built ({type(error).__name__}: {detail}); the rest of the "
+                        "report is complete.", "warning")]
 
 
 def _header(run: RunFiles) -> list[Block]:
@@ -97,7 +127,7 @@ def _curves(run: RunFiles, figures: FigureWriter) -> list[Block]:
     blocks: list[Block] = [Heading("Training curves")]
     if not run.history:
         return blocks + [Callout(f"No {runs.HISTORY_FILE}: no epoch finished.")]
-    blocks.append(figures.add("history", plots.plot_history(run.history), "Loss and accuracy per epoch"))
+    blocks.append(figures.add("history", lambda: plots.plot_history(run.history), "Loss and accuracy per epoch"))
     return blocks + [Paragraph(f"Diagnosis: {diagnose_curves(run.history)}")]
 
 
@@ -115,8 +145,9 @@ def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
         blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views."))
     path = run.run_dir / runs.AUGMENTATION_FILE
     if path.exists():
-        saved = runs.load_npz(path)
-        blocks.append(figures.add("augmentation", plots.plot_augmentation(saved["originals"], saved["augmented"]),
+        saved = read_augmentation(path)
+        blocks.append(figures.add("augmentation",
+                                  lambda: plots.plot_augmentation(saved["originals"], saved["augmented"]),
                                   "Each row: a training image, then augmented versions of it"))
     return blocks
 
@@ -134,14 +165,18 @@ def _per_class(interpretation: Interpretation, figures: FigureWriter) -> list[Bl
     return [
         Heading("Per-class scores"),
         Table(["Class", "Support", "Precision", "Recall", "F1", "Accuracy"], rows),
-        figures.add("per_class", plots.plot_per_class(per_class), "Precision, recall and F1 per class"),
+        figures.add("per_class", lambda: plots.plot_per_class(per_class), "Precision, recall and F1 per class"),
     ]
 
 
 def _confusion(interpretation: Interpretation, figures: FigureWriter) -> list[Block]:
     names = interpretation.class_names
-    counts = plots.plot_confusion(interpretation.confusion(), names)
-    normalised = plots.plot_confusion(interpretation.confusion(normalize=True), names, normalize=True)
+    def counts():
+        return plots.plot_confusion(interpretation.confusion(), names)
+
+    def normalised():
+        return plots.plot_confusion(interpretation.confusion(normalize=True), names, normalize=True)
+
     pairs = interpretation.most_confused(k=10)
     blocks: list[Block] = [
         Heading("Confusion matrix"),
@@ -208,7 +243,7 @@ def _example_grid(examples: dict[str, np.ndarray] | None, rows: list[dict[str, A
         blocks.append(Callout(f"{len(rows) - len(shown)} of these images are not in {runs.EXAMPLES_FILE}."))
     if shown:
         captions = [f"#{row['index']} true {row['true']}, pred {row['predicted']}\np(true)={format_probability(row['p_true'])}" for row in shown]
-        blocks.append(figures.add(name, plots.plot_image_grid(images, captions, GRID_COLUMNS), caption))
+        blocks.append(figures.add(name, lambda: plots.plot_image_grid(images, captions, GRID_COLUMNS), caption))
     return blocks
 
 
@@ -221,8 +256,10 @@ def _prediction_bars(run: RunFiles, figures: FigureWriter) -> list[Block]:
     if not found.any():
         return []
     indices = wanted[found]
-    figure = plots.plot_prediction_bars(images, interpretation.probabilities[indices],
-                                        interpretation.class_names, interpretation.labels[indices])
+    def figure():
+        return plots.plot_prediction_bars(images, interpretation.probabilities[indices],
+                                          interpretation.class_names, interpretation.labels[indices])
+
     caption = f"Predicted distribution for test images {', '.join(str(i) for i in indices)}"
     return [Heading("Predictions for the first test images"), figures.add("predictions", figure, caption)]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.report import plots
 from cnnlab.data.normalization import fit_normalization
 from cnnlab.data import Dataset
@@ -71,9 +71,10 @@ def plot_class_balance(stats: dict[str, Any]):
     positions = np.arange(len(stats["classes"]))
     axes.bar(positions - 0.2, stats["train_counts"], width=0.4, label="train")
     axes.bar(positions + 0.2, stats["test_counts"], width=0.4, label="test")
-    axes.set_xticks(positions, stats["classes"], rotation=45 if len(stats["classes"]) > 6 else 0, ha="right")
+    axes.set_xticks(positions, plots.plain_labels(stats["classes"]), rotation=45 if len(stats["classes"]) > 6 else 0,
+                    ha="right")
     axes.set_ylabel("images")
-    axes.set_title(f"Class balance of {stats['dataset']}")
+    axes.set_title(f"Class balance of {plots.plain_text(stats['dataset'])}")
     axes.legend(fontsize=8)
     figure.tight_layout()
     return figure
@@ -99,11 +100,20 @@ def write_exploration(dataset: Dataset, out_dir: Path, per_class: int = 10) -> d
             ["channel std (0..1)", ", ".join(f"{v:.4f}" for v in stats["channel_std"])],
         ]),
         Heading("Class balance"), table,
-        ImageRow([figures.add("class_balance", plot_class_balance(stats), "Images per class, train and test")]),
+        ImageRow([figures.add("class_balance", lambda: plot_class_balance(stats), "Images per class, train and test")]),
         Heading(f"The first {per_class} training images of each class"),
-        figures.add("samples", plots.plot_image_grid(images, captions, ncols=per_class), "One row per class"),
+        figures.add("samples", lambda: plots.plot_image_grid(images, captions, ncols=per_class), "One row per class"),
     ]
     paths = {"json": out_dir / "explore.json", "md": out_dir / "explore.md", "html": out_dir / "explore.html"}
     runs.write_text_atomic(paths["md"], render_markdown(blocks))
     runs.write_text_atomic(paths["html"], render_html(blocks, f"cnnlab explore: {stats['dataset']}", figures.pngs))
     return paths
+
+
+def explore_into(dataset: Dataset, out: Path | None = None, per_class: int = 10, overwrite: bool = False) -> Path:
+    """`cnnlab explore`: write_exploration into ``out`` (default runs/explore-<dataset>) through the output
+    gate (an earlier exploration there is replaced only with ``overwrite``); return the folder."""
+    out = out or Path("runs") / f"explore-{runs.slug(dataset.name, fallback='dataset')}"
+    folder = output_folders.prepare_output_folder(out, overwrite, "explore")
+    write_exploration(dataset, folder, per_class=per_class)
+    return output_folders.publish_output_folder(folder)

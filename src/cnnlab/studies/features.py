@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.analysis.interpretation import confusion_matrix
 from cnnlab.analysis.probes import ProbeResult, knn_probe, linear_probe
 from cnnlab.analysis.trained_run import load_trained_model
@@ -209,17 +209,19 @@ def _resize(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def run_features(source: str, dataset_name: str, out: Path | None = None, data_dir: Path | None = None,
                  subset: int | None = None, test_subset: int | None = None, batch_size: int = 128,
                  weights: Path | None = None, device_name: str = "auto", show_progress: bool = True,
-                 input_size: int | None = None, use_cache: bool = True) -> Path:
+                 input_size: int | None = None, use_cache: bool = True, overwrite: bool = False) -> Path:
     """Extract features (a backbone's from the shared feature cache when it has them, unless
     ``use_cache`` is false), fit both probes, write metrics.json, report.md and report.html; return
-    the folder."""
+    the folder (an earlier features folder at ``out`` is replaced only with ``overwrite``, once complete)."""
     started = time.perf_counter()
+    out = out or output_folders.default_run_dir(f"features-{runs.slug(Path(source).name or source, 'features')}-"
+                                                f"{runs.slug(dataset_name, 'features')}")
+    output_folders.check_output_folder(out, overwrite, "features")
     device = resolve_device(device_name)
     opened = open_source(source, weights, device, input_size)
     dataset = load_dataset(DatasetConfig(name=dataset_name, subset=subset, test_subset=test_subset,
                                          **opened.dataset_settings(dataset_name)), data_dir)
-    folder = runs.make_run_dir(f"features-{runs.slug(Path(source).name or source, 'features')}-"
-                               f"{runs.slug(dataset_name, 'features')}", out)
+    folder = output_folders.prepare_output_folder(out, overwrite, "features")
     runs.log_line(f"{dataset.name}: {len(dataset.train_labels)} train, {len(dataset.test_labels)} test images; "
                   f"features of {opened.name} on {device}", show_progress)
     features = opened.extract(dataset, device, batch_size, use_cache, show_progress)
@@ -238,11 +240,12 @@ def run_features(source: str, dataset_name: str, out: Path | None = None, data_d
         "time_s": time.perf_counter() - started, "weights_source": opened.weights_source,
         "weights_digest": opened.weights_digest, "device": str(device), "batch_size": batch_size,
         "input_size": opened.input_size, "environment": runs.capture_environment(str(device), None),
+        "cnnlab": output_folders.output_marker("features"),
     }
     runs.write_json_atomic(folder / runs.METRICS_FILE, metrics)
     write_features_report(folder, metrics, dataset.classes, dataset.test_labels, {"kNN": knn, "Linear probe": linear})
     runs.log_line(f"kNN (k={knn.details['k']}) {knn.accuracy:.2%}, linear probe {linear.accuracy:.2%}", show_progress)
-    return folder
+    return output_folders.publish_output_folder(folder)
 
 
 def _probe_metrics(knn: ProbeResult, linear: ProbeResult) -> dict[str, Any]:
@@ -291,7 +294,7 @@ def write_features_report(folder: Path, metrics: dict[str, Any], class_names: li
         blocks += [Heading("Choosing C", 3), Table(["C", "Validation accuracy"], c_rows)]
     n_classes = len(class_names)
     blocks += [Heading("Confusion matrices"), ImageRow([
-        figures.add(f"confusion_{runs.slug(label, 'features').lower()}", plots.plot_confusion(
+        figures.add(f"confusion_{runs.slug(label, 'features').lower()}", lambda: plots.plot_confusion(
             confusion_matrix(test_labels, result.predictions, n_classes), class_names, title=label),
             f"{label}: rows true class, columns predicted")
         for label, result in probes.items()])]

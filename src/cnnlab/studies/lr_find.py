@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.config import ExperimentConfig
 from cnnlab.errors import ConfigError
 from cnnlab.experiment import place_on_device, prepare_experiment
@@ -166,18 +166,26 @@ def diagnose(result: LrFinderResult, sweep_end: float) -> str:
     return f"Your lr {lr:g} lies in the falling part of the curve; the suggestion is ≈{suggestion:.2g}."
 
 
-def write_lr_finder(result: LrFinderResult, out: Path) -> dict[str, Path]:
-    """lr_find.csv (step, lr, loss, smoothed_loss), lr_find.png and lr_find.json in ``out``."""
-    out = Path(out)
+def write_lr_finder(result: LrFinderResult, out: Path, overwrite: bool = False) -> dict[str, Path]:
+    """lr_find.csv (step, lr, loss, smoothed_loss), lr_find.png and lr_find.json in ``out`` (through the
+    output gate: an earlier lr-find there is replaced only with ``overwrite``, once these are written)."""
+    folder = output_folders.prepare_output_folder(out, overwrite, "lr-find")
     rows = [{"step": step, "lr": lr, "loss": loss, "smoothed_loss": smoothed}
             for step, (lr, loss, smoothed) in enumerate(zip(result.lrs, result.losses, result.smoothed), start=1)]
-    paths = {"csv": out / CSV_FILE, "png": out / PLOT_FILE, "json": out / SUMMARY_FILE}
+    paths = {"csv": folder / CSV_FILE, "png": folder / PLOT_FILE, "json": folder / SUMMARY_FILE}
     runs.write_csv_atomic(paths["csv"], rows, ["step", "lr", "loss", "smoothed_loss"])
     figure = plots.plot_lr_finder(result.lrs, result.losses, result.smoothed, result.suggested_lr,
                                   result.config_lr, result.divergence_lr)
     plots.save_figure(figure, paths["png"])
     runs.write_json_atomic(paths["json"], result.to_dict())
-    return paths
+    return output_folders.moved(paths, folder, output_folders.publish_output_folder(folder))
+
+
+def checked_out(config: ExperimentConfig, out: Path | None, overwrite: bool = False) -> Path:
+    """``out`` or the default folder, once the output gate has said it would accept it."""
+    out = Path(out) if out is not None else default_out(config)
+    output_folders.check_output_folder(out, overwrite, "lr-find")
+    return out
 
 
 def default_out(config: ExperimentConfig) -> Path:

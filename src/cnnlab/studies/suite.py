@@ -1,5 +1,6 @@
 """Suites: a whole study in one command. Experiments run in order, one run directory each,
-then one comparison report. Re-running skips experiments whose run directory is complete."""
+then one comparison report. Re-running skips experiments whose run directory is complete and
+resumes unfinished ones from their checkpoints; a failed experiment never stops the others."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any, Optional
 
 import yaml
 
-from cnnlab import runs
+from cnnlab import output_folders, runs
 from cnnlab.config import ExperimentConfig, load_config
-from cnnlab.errors import ConfigError, TrainingDiverged, did_you_mean
+from cnnlab.errors import CnnlabError, ConfigError, TrainingInterrupted, did_you_mean, shorten
 from cnnlab.experiment import run_experiment
 from cnnlab.report.comparison import write_comparison
 from cnnlab.studies.sweep import write_sweep
+from cnnlab.training.checkpoint import has_checkpoint, resume_conflicts
 
 SUITE_KEYS = {"name", "description", "defaults", "experiments", "sweep"}
 
@@ -74,34 +76,85 @@ def _experiment_list(entries: Any, common: list[str], base_dir: Path, path: Path
     return [_experiment(entry, index, common, base_dir, path) for index, entry in enumerate(entries, 1)]
 
 
-def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True) -> dict[str, Path]:
-    """Run every experiment not already complete, then write the comparison; return the written files."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_dirs, kept = [], []
+class SuiteFailed(CnnlabError):
+    """Some experiments of a suite failed; the others ran and the comparison (``written``) shows them all."""
+
+    def __init__(self, message: str, written: dict[str, Path]):
+        super().__init__(message)
+        self.written = written
+
+
+def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True,
+              overwrite: bool = False) -> dict[str, Path]:
+    """Run the suite's experiments into ``out``, then write the comparison; return the written files.
+
+    An experiment whose run is complete with the same config is skipped, an unfinished one is resumed
+    from its checkpoint, one whose config changed is trained again (its earlier run replaced only once
+    the new one is complete); ``overwrite`` trains every experiment again. An experiment that fails
+    with a user error (a CnnlabError such as TrainingDiverged) becomes a row of the comparison saying
+    why, the others still run, and SuiteFailed then names the failed ones."""
+    out = output_folders.prepare_output_folder(out, overwrite, "suite")
+    finished: list[tuple[SuiteExperiment, Path]] = []
+    failed: dict[str, str] = {}
     for index, experiment in enumerate(suite.experiments, 1):
-        config = load_config(experiment.source, experiment.overrides)
         run_dir = out / f"{index:02d}-{runs.slug(experiment.label)}"
         heading = f"[{index}/{len(suite.experiments)}] {experiment.label}"
-        if runs.is_complete(run_dir) and _same_config(run_dir, config):
-            runs.log_line(f"{heading}: complete, skipped ({run_dir})", show_progress)
-        else:
-            runs.log_line(f"{heading}: training", show_progress)
-            try:
-                run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress)
-            except TrainingDiverged as error:
-                runs.log_line(f"{heading}: diverged, left out of the comparison. {error}")
-                continue
-        run_dirs.append(run_dir)
-        kept.append(experiment)
-    if not run_dirs:
-        raise ConfigError(f"No experiment of suite {suite.name} finished, so there is nothing to compare.")
-    written = write_comparison(run_dirs, out, labels=[experiment.label for experiment in kept])
+        try:
+            _run_one(experiment, run_dir, heading, data_dir, show_progress, overwrite)
+        except TrainingInterrupted:
+            raise  # the user stopped the suite: the checkpoint lets the next `cnnlab suite` resume it
+        except CnnlabError as error:
+            failed[experiment.label] = shorten(" ".join(str(error).split()), 300)
+            runs.log_line(f"{heading}: failed, the other experiments still run. {error}")
+            continue
+        finished.append((experiment, run_dir))
+    if not finished:
+        raise SuiteFailed(f"No experiment of suite {suite.name} finished, so there is nothing to compare: "
+                          f"{_failures(failed)}.", {})
+    kept = [experiment for experiment, _ in finished]
+    run_dirs = [run_dir for _, run_dir in finished]
+    written = write_comparison(run_dirs, out, labels=[experiment.label for experiment in kept], failed=failed)
     if suite.sweep_parameter:
         values = [experiment.sweep_value for experiment in kept]
         reported = [experiment.reported for experiment in kept]
         written.update(write_sweep(run_dirs, values, suite.sweep_parameter, out, reported))
+    if failed:
+        raise SuiteFailed(f"{len(failed)} of {len(suite.experiments)} experiments of suite {suite.name} failed: "
+                          f"{_failures(failed)}. The comparison of the others is in {written['html']}. Fix them and "
+                          "run the suite again: complete experiments are skipped.", written)
     return written
+
+
+def _run_one(experiment: SuiteExperiment, run_dir: Path, heading: str, data_dir: Path | None, show_progress: bool,
+             overwrite: bool) -> None:
+    """Skip, resume, train or train again one experiment of a suite into ``run_dir``."""
+    config = load_config(experiment.source, experiment.overrides)
+    if not overwrite and runs.is_complete(run_dir) and _same_config(run_dir, config):
+        runs.log_line(f"{heading}: complete, skipped ({run_dir})", show_progress)
+        return
+    resume = not overwrite and _resumable(run_dir, config)
+    # a run of this suite that is complete with another config, diverged or failed is replaced, but only
+    # once the new one is complete; a folder that is not a cnnlab run is refused by the output gate
+    replace = overwrite or (output_folders.output_kind(run_dir) == "run" and not resume)
+    runs.log_line(f"{heading}: {'resuming from its checkpoint' if resume else 'training'}", show_progress)
+    run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress, overwrite=replace,
+                   resume=resume)
+
+
+def _resumable(run_dir: Path, config: ExperimentConfig) -> bool:
+    """An unfinished run of this config (train.epochs may be raised) with a checkpoint to continue from."""
+    if output_folders.output_kind(run_dir) != "run" or not has_checkpoint(run_dir):
+        return False
+    try:
+        status = runs.read_json(run_dir / runs.METRICS_FILE).get("status")
+        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return False
+    return status in output_folders.UNFINISHED_STATUSES and not resume_conflicts(saved, config.to_dict())
+
+
+def _failures(failed: dict[str, str]) -> str:
+    return "; ".join(f"{label} ({why})" for label, why in failed.items())
 
 
 def _experiment(entry: Any, index: int, common: list[str], base_dir: Path, path: Path) -> SuiteExperiment:

@@ -1,9 +1,10 @@
 """The training loop: shuffled epochs of `TrainingStep`s on device-resident batches, schedules,
-validation, early stopping, best-weights restore, a NaN/Inf guard, per-epoch history written as it grows."""
+validation of the weights that will be saved, early stopping, best-weights restore, a divergence guard,
+checkpoints (after every epoch and every `train.checkpoint_every_s` seconds), a clean stop on request
+(SIGINT/SIGTERM) and an exact resume from a checkpoint."""
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,22 +15,26 @@ from torch import nn
 
 from cnnlab import runs
 from cnnlab.data.device_images import DeviceImages
+from cnnlab.training.checkpoint import Checkpointer
+from cnnlab.training.divergence import divergence_reason
+from cnnlab.training.early_stopping import EarlyStopper
 from cnnlab.training.evaluation import evaluate_indices
+from cnnlab.training.interrupt import StopRequest
 from cnnlab.training.optimizers import lr_factor_function
 from cnnlab.training.precision import ComputePlan
-from cnnlab.training.settings import EarlyStopping, TrainingRecipe, TrainSection
+from cnnlab.training.session import EpochProgress, TrainingSession
+from cnnlab.training.settings import TrainingRecipe, TrainSection
 from cnnlab.training.step import Augment, TrainingStep
+
+__all__ = ["EarlyStopper", "TrainResult", "fit"]
 
 EpochCallback = Callable[[list[dict]], None]
 LrFactor = Callable[[float], float]  # training progress in epochs -> multiple of the base lr
-# How often the running loss is read and checked for NaN/Inf: this many times an epoch on a CPU; on an
-# accelerator only at the epoch's end, since reading a value from the device waits for the queued work.
-DIVERGENCE_CHECKS_PER_EPOCH = 20
 
 
 @dataclass
 class TrainResult:
-    """The history and how training ended ("complete" or "diverged", with the reason in words)."""
+    """The history and how training ended: "complete", "diverged" or "interrupted" (the reason in words)."""
 
     history: list[dict] = field(default_factory=list)
     train_time_s: float = 0.0
@@ -37,6 +42,8 @@ class TrainResult:
     stop_reason: str = ""
     status: str = "complete"
     compile_time_s: float = 0.0  # torch.compile's one-time cost, not part of train_time_s
+    checkpoints_written: int = 0
+    checkpoint_time_s: float = 0.0  # time spent writing them (part of train_time_s)
 
     @property
     def epochs_completed(self) -> int:
@@ -44,79 +51,149 @@ class TrainResult:
         return sum(1 for row in self.history if math.isfinite(row["train_loss"]))
 
 
+@dataclass
+class _Run:
+    """One call of `fit`: the session's state and what stays fixed while it trains."""
+
+    session: TrainingSession
+    settings: TrainSection
+    lr_factor: LrFactor
+    steps: int  # per epoch
+    val_indices: torch.Tensor
+    checkpoints: Optional[Checkpointer]
+    stop: StopRequest
+    show_progress: bool
+    started: float = field(default_factory=time.perf_counter)
+    epoch_started: float = field(default_factory=time.perf_counter)
+
+    def train_time_s(self) -> float:
+        return self.session.earlier_time_s + time.perf_counter() - self.started
+
+    def epoch_time_s(self) -> float:
+        progress = self.session.progress
+        return (progress.earlier_time_s if progress else 0.0) + time.perf_counter() - self.epoch_started
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.save(self.session.state_dict(self.train_time_s(), self.epoch_time_s()))
+
+
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
         recipe: TrainingRecipe, on_epoch_end: EpochCallback | None = None, augment: Augment | None = None,
-        show_progress: bool = True, plan: ComputePlan | None = None) -> TrainResult:
+        show_progress: bool = True, plan: ComputePlan | None = None, checkpoints: Checkpointer | None = None,
+        resume_from: dict | None = None, stop: StopRequest | None = None) -> TrainResult:
     """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``, as
     ``recipe`` (its train, optimizer and schedule sections) says.
 
-    Stops early when asked, restores the best weights when asked, and stops with status "diverged"
-    when the loss becomes NaN or infinite. ``plan`` says the precision, layout and compilation
-    (default: float32, as built). ``on_epoch_end`` gets the history after every completed epoch."""
+    Validation evaluates the weights that will be saved (the weight average when `train.ema_decay` is
+    set); early stopping restores the best of them when asked. Stops with status "diverged" when the
+    loss becomes NaN, infinite or explodes (see `DivergenceGuard`). ``plan`` says the precision, layout
+    and compilation (default: float32, as built). ``on_epoch_end`` gets the history after every
+    completed epoch. With ``checkpoints``, a checkpoint is written after every epoch and whenever one is
+    due within an epoch; when ``stop`` is requested (SIGINT/SIGTERM) one is written at the next step
+    boundary and the result has status "interrupted". ``resume_from`` (a checkpoint's state) continues
+    that run exactly: on a CPU, the weights, history and predictions are bit for bit those of a run
+    that was never interrupted."""
     settings = recipe.train
     plan = plan or ComputePlan(data.device)
     train_step = TrainingStep.from_recipe(model, recipe, plan, data, augment)
-    lr_factor = lr_factor_function(recipe.schedule, recipe.optimizer.lr, settings.epochs)
-    generator = torch.Generator(device=data.device).manual_seed(settings.seed)
-    steps = _steps_per_epoch(len(train_indices), settings.batch_size)
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None
+    generator = torch.Generator(device=data.device).manual_seed(settings.seed)
+    session = TrainingSession(train_step, generator, stopper, augment)
     result = TrainResult()
-    if plan.compile:
+    if plan.compile:  # before the resume: compiling runs a batch, which draws dropout masks
         result.compile_time_s = train_step.compile(train_indices[:settings.batch_size])
-    started = time.perf_counter()
-
-    for epoch in range(1, settings.epochs + 1):
-        epoch_started = time.perf_counter()
-        model.train()
-        order = train_indices[torch.randperm(len(train_indices), generator=generator, device=data.device)]
-        row, diverged_at = _train_epoch(train_step, order, epoch, settings, lr_factor, show_progress)
-        validated = len(val_indices) > 0 and (epoch % settings.validate_every == 0 or epoch == settings.epochs)
-        if validated and diverged_at is None:
-            row["val_loss"], row["val_accuracy"] = _validate(train_step, val_indices, settings.eval_batch_size)
-        row["epoch_time_s"] = time.perf_counter() - epoch_started
-        result.history.append(row)
-        if diverged_at is not None:
-            return _diverged(result, epoch, diverged_at, steps, row["lr"], started)
-        if on_epoch_end is not None:
-            on_epoch_end(result.history)
-        runs.log_line(_epoch_line(row, settings.epochs), show_progress)
-        if validated and not math.isfinite(row["val_loss"]):
-            return _diverged(result, epoch, steps, steps, row["lr"], started, where="validation")
-        if validated and stopper is not None and stopper.update(row, model):
-            result.stop_reason = stopper.reason()
-            break
-    _finish(result, train_step, stopper, started)
+    if resume_from is not None:
+        session.load_state_dict(resume_from)
+    run = _Run(session, settings, lr_factor_function(recipe.schedule, recipe.optimizer.lr, settings.epochs),
+               _steps_per_epoch(len(train_indices), settings.batch_size), val_indices, checkpoints,
+               stop or StopRequest(), show_progress)
+    while not session.stop_reason and session.epochs_done < settings.epochs:
+        if session.progress is None:
+            order = torch.randperm(len(train_indices), generator=generator, device=data.device)
+            session.progress = EpochProgress.start(session.epochs_done + 1, train_indices[order])
+        run.epoch_started = time.perf_counter()
+        outcome = _train_epoch(run) or _end_epoch(run, on_epoch_end)
+        if outcome is not None:
+            return _stopped(run, result, *outcome)
+        if run.stop.requested and not session.stop_reason and session.epochs_done < settings.epochs:
+            return _stopped(run, result, "interrupted", "")  # (a stop after the last epoch lets the run finish)
+    _finish(run, result)
     return result
 
 
-def _train_epoch(train_step: TrainingStep, order: torch.Tensor, epoch: int, settings: TrainSection,
-                 lr_factor: LrFactor, show_progress: bool) -> tuple[dict, Optional[int]]:
-    """One pass over the shuffled ``order`` in batches. Returns the epoch's history row (train loss,
-    accuracy and last lr; validation left NaN) and the step at which the running loss was seen to be
-    NaN or infinite (None when it stayed finite; the row is then all NaN)."""
-    batch_size = settings.batch_size
-    steps = _steps_per_epoch(len(order), batch_size)
-    device = train_step.data.device
-    check_every = steps if device.type != "cpu" else max(1, steps // DIVERGENCE_CHECKS_PER_EPOCH)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    seen, lr = 0, math.nan
-    with runs.progress_bar(steps, f"epoch {epoch}/{settings.epochs}", unit="batch", enabled=show_progress) as bar:
-        for step in range(steps):
-            output = train_step(order[step * batch_size:(step + 1) * batch_size],
-                                lr_factor(epoch - 1 + step / steps), epoch)
-            lr = output.lr
-            loss_sum += output.loss * output.labels.shape[0]
-            correct += (output.logits.argmax(1) == output.labels).sum()
-            seen += output.labels.shape[0]
-            if (step + 1) % check_every == 0 or step + 1 == steps:
-                running = loss_sum.item() / seen
-                if not math.isfinite(running):
-                    return _row(epoch, math.nan, math.nan, lr), step + 1
-                if not bar.disable:  # the bar only shows what the check has already read
-                    bar.set_postfix(loss=f"{running:.4f}", acc=f"{correct.item() / seen:.3f}", lr=f"{lr:.2g}")
+def _train_epoch(run: _Run) -> Optional[tuple[str, str]]:
+    """The steps of the epoch under way, from where it stands. Returns None when the epoch's steps are
+    done, or ("diverged", reason) / ("interrupted", "") after a stop request (a checkpoint written)."""
+    session, settings, steps = run.session, run.settings, run.steps
+    progress, train_step = session.progress, session.train_step
+    batch_size, epoch = settings.batch_size, progress.epoch
+    # On a CPU the running loss is read after every step, so a NaN is caught at the step it appears (it costs
+    # about nothing there); on an accelerator only at the epoch's end, as a read waits for the queued work.
+    check_every = 1 if train_step.data.device.type == "cpu" else steps
+    train_step.model.train()
+    with runs.progress_bar(steps, f"epoch {epoch}/{settings.epochs}", unit="batch",
+                           enabled=run.show_progress) as bar:
+        bar.update(progress.step)
+        for step in range(progress.step, steps):
+            output = train_step(progress.order[step * batch_size:(step + 1) * batch_size],
+                                run.lr_factor(epoch - 1 + step / steps), epoch)
+            session.guard.observe(output.loss, output.logits.shape[1])
+            progress.add(output)
             bar.update(1)
-    return _row(epoch, loss_sum.item() / seen, correct.item() / seen, lr), None
+            stopping = run.stop.count_step()
+            if step + 1 == steps:
+                break  # the epoch's end checks, checkpoints and stops
+            checkpoint_due = stopping or (run.checkpoints is not None and run.checkpoints.due())
+            if (step + 1) % check_every == 0 or checkpoint_due:
+                problem = session.guard.problem(progress.running_loss())
+                if problem is not None:
+                    return _diverged_in_epoch(run, problem)
+                if not bar.disable:  # the bar only shows what the check has already read
+                    bar.set_postfix(loss=f"{progress.running_loss():.4f}", acc=f"{progress.running_accuracy():.3f}",
+                                    lr=f"{progress.lr:.2g}")
+            if checkpoint_due:
+                run.save_checkpoint()
+            if stopping:
+                return "interrupted", ""
+    problem = session.guard.problem(progress.running_loss())
+    return _diverged_in_epoch(run, problem) if problem is not None else None
+
+
+def _diverged_in_epoch(run: _Run, problem: str) -> tuple[str, str]:
+    """Record the epoch under way as a NaN row; the reason says where the loss went wrong."""
+    progress = run.session.progress
+    row = _row(progress.epoch, math.nan, math.nan, progress.lr)
+    row["epoch_time_s"] = run.epoch_time_s()
+    run.session.history.append(row)
+    return "diverged", divergence_reason(problem, progress.epoch, progress.step, run.steps, progress.lr)
+
+
+def _end_epoch(run: _Run, on_epoch_end: EpochCallback | None) -> Optional[tuple[str, str]]:
+    """Validate (the weights that will be saved), record the row, early stopping, the epoch's checkpoint.
+    Returns ("diverged", reason) when the validation loss diverged, else None."""
+    session, settings = run.session, run.settings
+    progress, train_step = session.progress, session.train_step
+    epoch = progress.epoch
+    row = _row(epoch, progress.running_loss(), progress.running_accuracy(), progress.lr)
+    validated = len(run.val_indices) > 0 and (epoch % settings.validate_every == 0 or epoch == settings.epochs)
+    if validated:
+        with train_step.evaluating(), train_step.plan.autocast():
+            row["val_loss"], row["val_accuracy"] = evaluate_indices(train_step.forward, train_step.data,
+                                                                    run.val_indices, settings.eval_batch_size)
+    row["epoch_time_s"] = run.epoch_time_s()
+    session.history.append(row)
+    session.progress, session.epochs_done = None, epoch
+    if on_epoch_end is not None:
+        on_epoch_end(session.history)
+    runs.log_line(_epoch_line(row, settings.epochs), run.show_progress)
+    problem = session.guard.problem(row["val_loss"]) if validated else None
+    if problem is not None:
+        return "diverged", divergence_reason(problem, epoch, run.steps, run.steps, row["lr"], where="validation")
+    if validated and session.stopper is not None and session.stopper.update(row, train_step.evaluated_state):
+        session.stop_reason = session.stopper.reason()
+    run.save_checkpoint()
+    return None
 
 
 def _row(epoch: int, train_loss: float, train_accuracy: float, lr: float) -> dict:
@@ -125,24 +202,40 @@ def _row(epoch: int, train_loss: float, train_accuracy: float, lr: float) -> dic
             "val_accuracy": math.nan, "lr": lr}
 
 
-def _validate(train_step: TrainingStep, indices: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Validation loss and accuracy of the model as it trains (compiled when it is), in the plan's precision."""
-    with train_step.plan.autocast():
-        return evaluate_indices(train_step.forward, train_step.data, indices, batch_size)
+def _stopped(run: _Run, result: TrainResult, status: str, reason: str) -> TrainResult:
+    """The result of a run that diverged or was interrupted (its checkpoint already written)."""
+    session = run.session
+    result.history, result.status, result.train_time_s = session.history, status, run.train_time_s()
+    if status == "interrupted":
+        progress = session.progress
+        where = (f"in epoch {progress.epoch} after step {progress.step} of {run.steps}" if progress is not None
+                 else f"after epoch {session.epochs_done}")
+        reason = f"interrupted by {run.stop.signal_name()} {where}"
+    result.stop_reason = reason
+    _count_checkpoints(run, result)
+    return result
 
 
-def _finish(result: TrainResult, train_step: TrainingStep, stopper: Optional["EarlyStopper"], started: float) -> None:
+def _finish(run: _Run, result: TrainResult) -> None:
     """End a run that did not diverge: the weight average into the model, the best weights restored
     when asked, the training time and the stop reason."""
-    train_step.finish()
-    result.train_time_s = time.perf_counter() - started
+    session = run.session
+    session.train_step.finish()
+    result.history, result.train_time_s, result.stop_reason = session.history, run.train_time_s(), session.stop_reason
+    stopper = session.stopper
     if stopper is not None:
         result.best_epoch = stopper.best_epoch
         if stopper.restore_best and stopper.best_state is not None:
-            train_step.model.load_state_dict(stopper.best_state)
+            session.train_step.model.load_state_dict(stopper.best_state)
             result.stop_reason += ("; " if result.stop_reason else "") + f"weights restored from epoch {stopper.best_epoch}"
     if not result.stop_reason:
         result.stop_reason = f"completed {len(result.history)} epochs"
+    _count_checkpoints(run, result)
+
+
+def _count_checkpoints(run: _Run, result: TrainResult) -> None:
+    if run.checkpoints is not None:
+        result.checkpoints_written, result.checkpoint_time_s = run.checkpoints.written, run.checkpoints.seconds_spent
 
 
 def _steps_per_epoch(samples: int, batch_size: int) -> int:
@@ -150,51 +243,6 @@ def _steps_per_epoch(samples: int, batch_size: int) -> int:
     layer cannot normalise one value (and one image says little about the gradient)."""
     full, remainder = divmod(samples, batch_size)
     return max(1, full + (1 if remainder > 1 else 0))
-
-
-class EarlyStopper:
-    """Tracks the monitored validation metric; keeps a copy of the best weights."""
-
-    def __init__(self, settings: EarlyStopping):
-        self.monitor = settings.monitor
-        self.patience = settings.patience
-        self.min_delta = settings.min_delta
-        self.restore_best = settings.restore_best
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
-        self.best_state: dict | None = None
-        self.waited = 0
-
-    def update(self, row: dict, model: nn.Module) -> bool:
-        """Record this epoch; return True when training should stop."""
-        value = row[self.monitor]
-        sign = -1 if self.monitor == "val_loss" else 1
-        if self.best_value is None or sign * (value - self.best_value) > self.min_delta:
-            self.best_value, self.best_epoch, self.waited = value, row["epoch"], 0
-            if self.restore_best:
-                self.best_state = copy.deepcopy(model.state_dict())
-            return False
-        self.waited += 1
-        return self.waited >= self.patience
-
-    def reason(self) -> str:
-        """Why training stopped, once `update` has returned True."""
-        return (f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
-                f"after epoch {self.best_epoch}")
-
-
-def _diverged(result: TrainResult, epoch: int, step: int, steps: int, lr: float, started: float,
-              where: str = "training") -> TrainResult:
-    """Mark ``result`` diverged, with a reason that says where and what to try."""
-    result.train_time_s = time.perf_counter() - started
-    result.status = "diverged"
-    result.stop_reason = (
-        f"The {where} loss became NaN or infinite in epoch {epoch}, by step {step} of {steps}, at learning rate "
-        f"{lr:.3g}. The learning rate is most likely too high for this model: try optimizer.lr={lr / 10:.2g} "
-        f"(ten times lower), a warm-up (schedule.warmup_epochs=1), or batch normalisation. The history up to "
-        f"that point is kept in the run directory."
-    )
-    return result
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

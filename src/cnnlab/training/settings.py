@@ -3,18 +3,24 @@ typed view of a config that training reads; config.py composes these sections in
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Protocol, Union
+from typing import Annotated, Any, Literal, Optional, Protocol, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from cnnlab.errors import StrictModel
+from cnnlab.errors import TUPLE_FROM_LIST, StrictModel
+
+# Upper bounds of what a user may ask for: far above any real recipe, low enough that no count overflows
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 1 << 20
+MAX_SEED = 2**32 - 1  # what NumPy's legacy seeding accepts
+MAX_THREADS = 1024  # a fixed bound, so a config valid on one machine is valid on all
 
 
 class EarlyStopping(StrictModel):
     """`train.early_stopping`: stop when the monitored validation metric stops improving."""
 
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: int = Field(default=5, ge=1)
+    patience: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     min_delta: float = Field(default=0.0, ge=0)
     restore_best: bool = True
 
@@ -22,22 +28,25 @@ class EarlyStopping(StrictModel):
 class TrainSection(StrictModel):
     """`train:` epochs, batches, validation split, seed, device and the compute plan's overrides."""
 
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(default=32, ge=1, le=MAX_BATCH_SIZE)
     validation_split: float = Field(default=0.1, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="0 to 2**32 - 1")
     early_stopping: Optional[EarlyStopping] = None
-    device: str = "auto"
+    device: str = Field(default="auto", max_length=64)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    eval_batch_size: int = Field(default=1024, ge=1)
-    threads: Optional[int] = Field(default=None, ge=1, description="CPU threads (default: all cores)")
+    eval_batch_size: int = Field(default=1024, ge=1, le=MAX_BATCH_SIZE)
+    threads: Optional[int] = Field(default=None, ge=1, le=MAX_THREADS, description="CPU threads (default: all cores)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         default="auto", description="auto: bf16 on GPUs and on CPUs with AMX, fp32 elsewhere; fp16 needs CUDA")
     channels_last: Union[Literal["auto"], bool] = Field(default="auto", description="NHWC memory layout")
     compile: bool = Field(default=False, description="torch.compile the model (one-time cost reported apart)")
-    validate_every: int = Field(default=1, ge=1, description="epochs between validation passes (and the last one)")
+    validate_every: int = Field(default=1, ge=1, le=MAX_EPOCHS,
+                                description="epochs between validation passes (and the last one)")
     ema_decay: Optional[float] = Field(default=None, gt=0, lt=1, description="per-step decay of an exponential "
                                        "moving average of the weights; the average is what gets evaluated and saved")
+    checkpoint_every_s: float = Field(default=300.0, ge=0, le=7 * 24 * 3600, description="seconds between "
+                                      "checkpoints inside an epoch (one is written after every epoch too)")
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> "TrainSection":
@@ -57,7 +66,7 @@ class OptimizerSection(StrictModel):
     weight_decay: float = Field(default=0.0, ge=0, description="decoupled (AdamW) or coupled (SGD/Adam) decay")
     l2: float = Field(default=0.0, ge=0, description="Keras-style L2 penalty on kernels, added to the loss")
     l2_layers: Literal["all", "conv", "dense"] = Field(default="all", description="which kernels the L2 penalty covers")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: Annotated[tuple[float, float], TUPLE_FROM_LIST] = (0.9, 0.999)
 
     @field_validator("name", mode="before")
     @classmethod
@@ -69,12 +78,12 @@ class ScheduleSection(StrictModel):
     """`schedule:` the learning rate as a function of training progress (see `lr_factor_function`)."""
 
     name: Literal["constant", "step", "piecewise", "cosine", "onecycle"] = "constant"
-    step_size: int = Field(default=10, ge=1, description="step: epochs between decays")
+    step_size: int = Field(default=10, ge=1, le=MAX_EPOCHS, description="step: epochs between decays")
     gamma: float = Field(default=0.1, gt=0, description="step: decay factor")
     boundaries: list[int] = Field(default_factory=list, description="piecewise: first 0-based epoch of each new lr "
                                                                     "(Keras `if epoch > 50` is boundary 51)")
     values: list[float] = Field(default_factory=list, description="piecewise: lr before, between and after boundaries")
-    warmup_epochs: float = Field(default=0.0, ge=0)
+    warmup_epochs: float = Field(default=0.0, ge=0, le=MAX_EPOCHS)
     min_lr: float = Field(default=0.0, ge=0)
     max_lr: Optional[float] = Field(default=None, gt=0, description="onecycle peak (default: optimizer.lr)")
 

@@ -5,6 +5,7 @@ so a learning-rate sweep runs with the precision, memory layout and augmentation
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from dataclasses import dataclass
@@ -87,6 +88,17 @@ class TrainingStep:
         ``data[indices]``; returns the seconds it took."""
         self.forward, seconds = compile_model(self.model, self.data, indices, self.plan)
         return seconds
+
+    def evaluating(self) -> contextlib.AbstractContextManager:
+        """For a ``with`` block, the model holds the weights the run will save: the weight average when
+        there is one (swapped back out after the block, bit for bit), else the model's own."""
+        return self.average.swapped_in() if self.average is not None else contextlib.nullcontext()
+
+    def evaluated_state(self) -> dict:
+        """A copy of the state dict `evaluating` puts in the model (what early stopping keeps as best)."""
+        if self.average is not None:
+            return self.average.averaged_state(self.model)
+        return copy.deepcopy(self.model.state_dict())
 
     def finish(self) -> None:
         """Put the weight average (if any) into the model: what the run evaluates and saves."""

@@ -6,6 +6,9 @@ run evaluates and saves when `train.ema_decay` is set."""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
 from torch import nn
 
@@ -22,7 +25,9 @@ class WeightAverage:
         self.decay = decay
         self.every = every
         self.steps = 0
-        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.names = [name for name, _ in trainable]
+        self.parameters = [p for _, p in trainable]
         self.average = [p.detach().clone() for p in self.parameters]
 
     @torch.no_grad()
@@ -41,3 +46,34 @@ class WeightAverage:
     def copy_to_model(self) -> None:
         """Replace the model's trainable weights with their average."""
         torch._foreach_copy_(self.parameters, self.average)
+
+    def averaged_state(self, model: nn.Module) -> dict:
+        """A copy of ``model.state_dict()`` with the trainable weights replaced by their average: what
+        `copy_to_model` would make the model (the model itself is left as it is)."""
+        state = {key: value.detach().clone() for key, value in model.state_dict().items()}
+        for name, average in zip(self.names, self.average):
+            state[name] = average.clone()
+        return state
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """The average in the model's weights for the ``with`` block (to evaluate what will be saved),
+        the model's own weights back after it, bit for bit, so training continues as if untouched."""
+        with torch.no_grad():
+            own = [p.detach().clone() for p in self.parameters]
+            torch._foreach_copy_(self.parameters, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.parameters, own)
+
+    def state_dict(self) -> dict:
+        """The step count and the averaged weights (for a training checkpoint)."""
+        return {"steps": self.steps, "average": [tensor.clone() for tensor in self.average]}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a `state_dict` of the same model's average."""
+        self.steps = int(state["steps"])
+        with torch.no_grad():
+            torch._foreach_copy_(self.average, [tensor.to(self.average[0].device) for tensor in state["average"]])
