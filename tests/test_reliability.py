@@ -26,12 +26,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the case corpus beside this file (tests are not a package)
 
 from reliability_cases import CONFIG_CASES, MARKER, NAME_CASES, RUN_CASES, Case, build_template  # noqa: E402
+from reliability_checkpoints import checkpoint_figures, checkpoint_table  # noqa: E402
 from reliability_data_cases import DATA_CASES  # noqa: E402
 
 CASES = [*CONFIG_CASES, *RUN_CASES, *NAME_CASES, *DATA_CASES]
 
 DOC = HERE.parent / "docs" / "reliability.md"
 TABLE_START, TABLE_END = "<!-- reliability-table:start -->", "<!-- reliability-table:end -->"
+CHECKPOINT_START, CHECKPOINT_END = "<!-- checkpoint-table:start -->", "<!-- checkpoint-table:end -->"
 
 
 @dataclass
@@ -163,8 +165,13 @@ def failures(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def document_table(text: str) -> str:
-    return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+def document_table(text: str, start: str = TABLE_START, end: str = TABLE_END) -> str:
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def replace_table(text: str, table: str, start: str, end: str) -> str:
+    before, rest = text.split(start, 1)
+    return f"{before}{start}\n{table}\n{end}{rest.split(end, 1)[1]}"
 
 
 def test_the_harness_sees_a_traceback_a_payload_and_a_write_outside(tmp_path, monkeypatch):
@@ -200,15 +207,27 @@ def test_the_document_shows_the_measured_table(outcomes):
     assert document_table(DOC.read_text(encoding="utf-8")) == measured_table(outcomes), failures(outcomes)
 
 
+@pytest.mark.slow
+def test_every_kill_point_resumes_to_the_uninterrupted_run_and_the_document_says_so(tmp_path):
+    """Resumed = uninterrupted at every kill point, no checkpoint lost, and docs/reliability.md shows these figures."""
+    figures = checkpoint_figures(tmp_path)
+    assert figures["resumed runs identical to the uninterrupted run"] == figures["kill points tried"]
+    assert figures["checkpoints lost"] == 0
+    text = DOC.read_text(encoding="utf-8")
+    assert document_table(text, CHECKPOINT_START, CHECKPOINT_END) == checkpoint_table(figures)
+
+
 def write_doc() -> None:
-    """Run the harness and put its table (and the list of cases not yet as intended) into the document."""
+    """Run the harness and the kill points and put their tables (and the list of cases not yet as intended)
+    into the document."""
     with tempfile.TemporaryDirectory(prefix="cnnlab-hostile-") as folder:
         outcomes = run_harness(Path(folder))
-    text = DOC.read_text(encoding="utf-8")
-    before, rest = text.split(TABLE_START, 1)
-    after = rest.split(TABLE_END, 1)[1]
-    DOC.write_text(f"{before}{TABLE_START}\n{measured_table(outcomes)}\n{TABLE_END}{after}", encoding="utf-8")
+    with tempfile.TemporaryDirectory(prefix="cnnlab-kill-points-") as folder:
+        figures = checkpoint_figures(Path(folder))
+    text = replace_table(DOC.read_text(encoding="utf-8"), measured_table(outcomes), TABLE_START, TABLE_END)
+    DOC.write_text(replace_table(text, checkpoint_table(figures), CHECKPOINT_START, CHECKPOINT_END), encoding="utf-8")
     print(measured_table(outcomes))
+    print(checkpoint_table(figures))
     print(failures(outcomes) or "every case as intended")
 
 

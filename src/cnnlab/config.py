@@ -129,6 +129,12 @@ def _read_source(source: str) -> tuple[dict[str, Any], str]:
     return zoo_recipe(source), f"zoo entry {source}"
 
 
+def read_settings_file(path: Path) -> dict[str, Any]:
+    """The settings mapping of a YAML file a user wrote (an experiment or a suite), read with every check of
+    `parse_config_text` (regular file, at most 1 MiB, UTF-8, no duplicate keys, no alias bomb)."""
+    return parse_config_text(_read_config_text(Path(path), str(path)), str(path))
+
+
 def _exists(path: Path) -> bool:
     try:
         return path.exists()

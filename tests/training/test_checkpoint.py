@@ -202,3 +202,28 @@ def test_sigterm_to_cnnlab_train_checkpoints_and_the_printed_command_resumes(tmp
     metrics = json.loads((out / runs.METRICS_FILE).read_text())
     assert metrics["status"] == "complete" and metrics["epochs"] == 12
     assert len(runs.read_history(out)) == 12 and math.isfinite(metrics["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_a_checkpoint_that_resumes(tmp_path):
+    """No handler runs on SIGKILL: whatever was being written, the checkpoints on disk are whole (written beside
+    and renamed), and `--resume` continues the run (its status still says "running")."""
+    out = tmp_path / "run"
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "cnnlab", "train", str(REPO / "examples/digits.yaml"), "train.epochs=12",
+               "train.early_stopping=null", "train.checkpoint_every_s=0", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=environment)
+    deadline = time.monotonic() + 120
+    while not (out / runs.PREVIOUS_CHECKPOINT_FILE).exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)  # likely in the middle of a step, or of a checkpoint write
+    process.kill()
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    state = load_checkpoint(out)  # the latest or, with a warning, the previous one: never neither
+    assert state["epochs_done"] < 12
+    resumed = subprocess.run([sys.executable, "-m", "cnnlab", "train", "--resume", str(out)], capture_output=True,
+                             text=True, env=environment, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((out / runs.METRICS_FILE).read_text())
+    assert metrics["status"] == "complete" and len(runs.read_history(out)) == 12

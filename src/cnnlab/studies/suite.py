@@ -11,7 +11,7 @@ from typing import Any, Optional
 import yaml
 
 from cnnlab import output_folders, runs
-from cnnlab.config import ExperimentConfig, load_config
+from cnnlab.config import ExperimentConfig, load_config, read_settings_file
 from cnnlab.errors import CnnlabError, ConfigError, TrainingInterrupted, did_you_mean, shorten
 from cnnlab.experiment import run_experiment
 from cnnlab.report.comparison import write_comparison
@@ -45,12 +45,7 @@ def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"Suite file {path} does not exist.")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"Suite file {path} is not valid YAML: {error}.") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Suite file {path} must be a mapping with name:, experiments: or sweep:.")
+    raw = read_settings_file(path)  # the checks of an experiment file: size, UTF-8, duplicate keys, ...
     unknown = set(raw) - SUITE_KEYS
     if unknown:
         key = sorted(unknown)[0]

@@ -79,7 +79,7 @@ def load_checkpoint(run_dir: Path) -> dict:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # a damaged file fails inside the unpickler or the zip reader, in many ways
-            problems.append(f"{name} cannot be read ({_first_line(error)})")
+            problems.append(f"{name} is damaged or incomplete ({type(error).__name__})")
             continue
         if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION or "model" not in state:
             problems.append(f"{name} is not a cnnlab training checkpoint of format {FORMAT_VERSION}")
@@ -89,11 +89,6 @@ def load_checkpoint(run_dir: Path) -> dict:
         return state
     raise CnnlabError(f"No usable checkpoint in {run_dir}: {'; '.join(problems)}. Train again from the start "
                       "(cnnlab train CONFIG --out FOLDER).")
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
 
 
 def random_states(generators: dict[str, torch.Generator]) -> dict:
