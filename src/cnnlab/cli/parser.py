@@ -1,21 +1,14 @@
-"""The `cnnlab` command. User errors are caught here once and printed as one paragraph.
-
-Each ``command_*`` function imports the stages it needs inside its body, on purpose: `cnnlab --help`
-and a mistyped command then answer at once, without loading torch, matplotlib or scikit-learn."""
+"""The `cnnlab` command line's parser: one sub-command per entry of `COMMANDS`, each with --help, the
+options several commands share as parent parsers, and the examples shown by `cnnlab --help`."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import sys
-import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError, TrainingInterrupted
 
 EPILOG = """examples:
   cnnlab train examples/digits.yaml                     train the offline default
@@ -202,197 +195,8 @@ def _add_features(commands: Any, shared: SharedOptions) -> None:
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    try:
-        return COMMANDS[args.command](args)
-    except TrainingInterrupted as error:
-        print(_paragraph(f"interrupted: {error}"), file=sys.stderr)
-        print(f"resume with: {_resume_command(error, args)}", file=sys.stderr)
-        return 128 + error.signal_number  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
-    except CnnlabError as error:
-        if args.debug:
-            raise
-        print(_paragraph(f"error: {error}"), file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # the reader (e.g. `| head`) closed the pipe: stop quietly, and keep Python from complaining at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except OSError as error:
-        if args.debug:
-            raise
-        where = f" {error.filename}" if error.filename else ""
-        print(_paragraph(f"error: cannot read or write{where}: {error.strerror or error}. Check that it exists, "
-                         "is writable and has free space, or choose another folder with --out."), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: files already written in the run directory are kept.", file=sys.stderr)
-        return 130
-
-
-def command_train(args: argparse.Namespace) -> int:
-    from cnnlab.config import load_config
-    from cnnlab.errors import TrainingDiverged
-    from cnnlab.experiment import resume_experiment, run_experiment
-
-    weights = [f"model.weights={Path(args.weights).expanduser().resolve()}"] if args.weights else []
-    source, overrides = args.config, [*args.overrides, *weights]
-    if args.resume is not None and source is not None and "=" in source and not Path(source).exists():
-        source, overrides = None, [source, *overrides]  # `--resume RUN_DIR train.epochs=30`: no CONFIG
-    try:
-        if args.resume is not None:
-            if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
-                raise CnnlabError("--resume continues a run in its own folder: leave out --out.")
-            run_dir = resume_experiment(args.resume, args.data_dir, not args.quiet, overrides, config_source=source)
-        elif source is None:
-            raise CnnlabError("cnnlab train needs CONFIG (a YAML file or a zoo name such as keras/mnist/model1), "
-                              "or --resume RUN_DIR to continue an interrupted run.")
-        else:
-            run_dir = run_experiment(load_config(source, overrides), out=args.out, data_dir=args.data_dir,
-                                     show_progress=not args.quiet, overwrite=args.overwrite)
-    except TrainingDiverged as error:
-        print(_paragraph(f"error: {error}"), file=sys.stderr)
-        return 3
-    print(run_dir)
-    return 0
-
-
-def command_report(args: argparse.Namespace) -> int:
-    from cnnlab import runs
-    from cnnlab.report.run_report import write_report
-
-    run_dir = runs.require_run_dir(args.run_dir)
-    # without --worst, the run's config.yaml (analysis.worst_n) decides, read and checked by write_report
-    markdown, html = write_report(run_dir, worst_n=args.worst)
-    print(markdown)
-    print(html)
-    return 0
-
-
-def command_compare(args: argparse.Namespace) -> int:
-    from cnnlab.report.comparison import compare_runs
-
-    print(*compare_runs(args.run_dirs, args.out, args.overwrite).values(), sep="\n")
-    return 0
-
-
-def command_summary(args: argparse.Namespace) -> int:
-    from cnnlab.config import load_config
-    from cnnlab.data import load_dataset
-    from cnnlab.models import create_model, format_summary
-
-    from cnnlab.models.zoo import DATASET_INPUT_SHAPES
-
-    overrides = [f"dataset={args.dataset}"] if args.dataset else []
-    config = load_config(args.model, overrides)
-    shape = DATASET_INPUT_SHAPES.get(config.dataset.name)
-    if shape is None or config.dataset.image_size is not None:
-        dataset = load_dataset(config.dataset, args.data_dir)  # image folders: the shape is in the files
-        shape, n_classes = dataset.input_shape, dataset.n_classes
-    else:
-        n_classes = 10
-    built = create_model(config.to_dict()["model"], shape, n_classes)
-    print(format_summary(built))
-    return 0
-
-
-def command_models(args: argparse.Namespace) -> int:
-    from cnnlab.models.listing import zoo_listing
-
-    print(zoo_listing())
-    return 0
-
-
-def command_explore(args: argparse.Namespace) -> int:
-    from cnnlab.data import load_dataset
-    from cnnlab.studies.explore import describe_dataset, explore_into, format_description
-
-    dataset = load_dataset(args.dataset, args.data_dir)
-    print(format_description(describe_dataset(dataset)))
-    print(explore_into(dataset, args.out, max(1, args.per_class), args.overwrite))
-    return 0
-
-
-def command_augment_preview(args: argparse.Namespace) -> int:
-    from cnnlab.studies.augment_preview import write_preview
-    from cnnlab.config import load_config
-
-    config = load_config(args.config, args.overrides)
-    print(write_preview(config, args.out, args.data_dir, max(1, args.count), max(1, args.views), args.overwrite))
-    return 0
-
-
-def command_suite(args: argparse.Namespace) -> int:
-    from cnnlab.studies.suite import load_suite, run_suite
-
-    suite = load_suite(args.suite, args.overrides)
-    out = args.out or Path("runs") / f"suite-{suite.name}"
-    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet, overwrite=args.overwrite)
-    print(*written.values(), out, sep="\n")
-    return 0
-
-
-def command_lr_find(args: argparse.Namespace) -> int:
-    from cnnlab.config import load_config
-    from cnnlab.studies.lr_find import checked_out, find_lr, write_lr_finder
-
-    config = load_config(args.config, args.overrides)
-    out = checked_out(config, args.out, args.overwrite)  # refused before the sweep, not after
-    result = find_lr(config, data_dir=args.data_dir, start=args.start, end=args.end, steps=args.steps,
-                     show_progress=not args.quiet)
-    paths = write_lr_finder(result, out, args.overwrite)
-    suggestion = "none" if result.suggested_lr is None else f"{result.suggested_lr:.3g}"
-    print(f"stopped after {len(result.lrs)} steps: {result.stop_reason}")
-    print(f"suggested lr: {suggestion} (steepest fall of the smoothed loss; min-loss lr / 10 = "
-          f"{'n/a' if result.min_loss_lr is None else f'{result.min_loss_lr / 10:.3g}'})")
-    print(_paragraph(result.diagnosis))
-    print(*paths.values(), sep="\n")
-    return 0
-
-
-def command_features(args: argparse.Namespace) -> int:
-    from cnnlab.studies.features import run_features
-
-    for option in ("subset", "test_subset", "batch_size", "input_size"):
-        if getattr(args, option) is not None and getattr(args, option) < 1:
-            raise CnnlabError(f"--{option.replace('_', '-')} must be a positive number of images, "
-                              f"not {getattr(args, option)}.")
-    print(run_features(args.source, args.dataset, out=args.out, data_dir=args.data_dir, subset=args.subset,
-                       test_subset=args.test_subset, batch_size=args.batch_size, weights=args.weights,
-                       device_name=args.device, show_progress=not args.quiet, input_size=args.input_size,
-                       use_cache=not args.no_cache, overwrite=args.overwrite))
-    return 0
-
-
-def _resume_command(error: TrainingInterrupted, args: argparse.Namespace) -> str:
-    """The command that continues an interrupted run, with the dataset folder it was given."""
-    command = f"cnnlab train --resume {shlex.quote(str(error.run_dir))}"
-    data_dir = getattr(args, "data_dir", None)
-    return command + (f" --data-dir {shlex.quote(str(data_dir))}" if data_dir else "")
-
-
 def _worst_count(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 50:
         raise argparse.ArgumentTypeError("must be between 1 and 50 (the run directory keeps 50 example images)")
     return value
-
-
-def _paragraph(text: str) -> str:
-    width = min(100, max(60, os.get_terminal_size(sys.stderr.fileno()).columns if sys.stderr.isatty() else 100))
-    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)
-
-
-COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
-            "summary": command_summary, "models": command_models, "explore": command_explore,
-            "suite": command_suite, "augment-preview": command_augment_preview, "lr-find": command_lr_find,
-            "features": command_features}
-
-
-if __name__ == "__main__":
-    sys.exit(main())
