@@ -27,7 +27,7 @@ OUTPUT_FILES = frozenset(runs.ARTEFACTS + (
     "explore.json", "explore.md", "explore.html", "lr_find.csv", "lr_find.png", "lr_find.json", "augmentation.png"))
 KINDS = {"run": "run directory", "compare": "comparison folder", "suite": "suite folder",
          "explore": "explore folder", "features": "features folder", "lr-find": "lr-find folder",
-         "augment-preview": "augment-preview folder"}
+         "augment-preview": "augment-preview folder", "seeds": "multi-seed folder"}
 UNFINISHED_STATUSES = ("running", "interrupted")
 
 

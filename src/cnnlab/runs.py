@@ -107,7 +107,11 @@ def write_csv_atomic(path: Path, rows: Iterable[Mapping[str, Any]], columns: lis
 
 
 def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    """A JSON file's value; ValueError (as for any malformed JSON) when it nests too deeply to decode."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path} nests too deeply to be read") from None
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

@@ -18,7 +18,7 @@ from cnnlab.augment.plan import describe
 from cnnlab.cli import main
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
-from cnnlab.studies.suite import _same_config
+from cnnlab.studies.seeds import same_config
 
 AUGMENT = ["augment.horizontal_flip=true", "augment.width_shift_range=0.25"]
 ONE_EPOCH = ["train.epochs=1", "train.early_stopping=null"]
@@ -92,8 +92,8 @@ def test_saved_config_shows_what_was_set_and_loads_back(runs_on_digits):
     assert yaml.safe_load((plain_run / runs.CONFIG_FILE).read_text())["augment"] == {}
     reloaded = load_config(str(augmented_run / runs.CONFIG_FILE))
     assert reloaded.augment.plan() == load_config("examples/digits.yaml", ONE_EPOCH + AUGMENT).augment.plan()
-    assert _same_config(augmented_run, reloaded)
-    assert not _same_config(augmented_run, load_config("examples/digits.yaml", ONE_EPOCH))
+    assert same_config(augmented_run, reloaded)
+    assert not same_config(augmented_run, load_config("examples/digits.yaml", ONE_EPOCH))
 
 
 @pytest.mark.slow

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from cnnlab.cli import main
 from cnnlab.config import load_config, validate_config
@@ -59,3 +62,37 @@ def test_models_command_prints_the_legend_and_only_current_names(capsys):
     for prefix in zoo.PREFIXES:
         assert f"  {prefix} " in legend
     assert "report004/three-blocks-schedule" in out
+
+
+# --------------------------------------------------------------------------- recipes as the reports state them
+
+def test_report000s_mlp_baseline_has_entries_with_its_figures():
+    mnist, cifar = zoo.get_entry("keras/mnist/mlp"), zoo.get_entry("keras/cifar10/mlp")
+    assert (mnist.dataset, mnist.reported_accuracy, mnist.reported_time_s) == ("mnist", 0.9759, 42.64)
+    assert (cifar.dataset, cifar.reported_accuracy, cifar.reported_time_s) == ("cifar10", 0.4450, 46.06)
+    assert "assumed" in mnist.description and "assumed" in cifar.description  # the report gives no layers
+
+
+def test_report001s_dense_network_trains_on_all_images_and_its_cnns_keep_a_quarter_for_validation():
+    # the dense network's fit has no validation_split; train_cnn passes validation_split=0.25
+    assert zoo.get_entry("cifar10/dense").recipe["train"]["validation_split"] == 0.0
+    assert zoo.get_entry("cifar10/cnn").recipe["train"]["validation_split"] == 0.25
+
+
+def test_report003_trains_on_all_images_and_its_first_run_is_on_raw_pixels():
+    assert all(zoo.get_entry(name).recipe["train"]["validation_split"] == 0.0
+               for name in ("cifar10/bn-cnn", "cifar10/bn-cnn-zscore", "cifar10/bn-cnn-l2"))
+    assert zoo.get_entry("cifar10/bn-cnn").recipe["dataset"]["normalize"] == "none"
+    assert zoo.get_entry("cifar10/bn-cnn-zscore").recipe["dataset"]["normalize"] == "zscore"
+
+
+def test_report004s_schedule_starts_at_the_reports_lr_for_its_50_epochs():
+    for name in ("report004/three-blocks-schedule", "report004/three-blocks-dropout"):
+        recipe = zoo.get_entry(name).recipe
+        assert recipe["optimizer"]["lr"] == 0.1 and recipe["train"]["epochs"] == 50
+        assert recipe["augment"]["horizontal_flip"] and recipe["augment"]["vertical_flip"]
+
+
+def test_model10_and_the_mlp_are_in_the_keras_cifar10_suite():
+    suite = yaml.safe_load((Path(__file__).parents[2] / "suites" / "report000-keras-cifar10.yaml").read_text())
+    assert "keras/cifar10/model10" in suite["experiments"] and "keras/cifar10/mlp" in suite["experiments"]

@@ -37,7 +37,8 @@ def steps_seen(monkeypatch):
 def test_lr_find_steps_in_bf16_when_training_would(steps_seen, tmp_path):
     config = load_config(CONVOLUTIONAL, ["train.precision=bf16", "train.device=cpu"])
     result = find_lr(config, start=1e-4, end=1.0, steps=4, show_progress=False)
-    assert result.compute_plan == {"precision": "bf16", "channels_last": True, "compile": False}
+    assert result.compute_plan == {"precision": "bf16", "channels_last": True, "compile": False,
+                                   "reason": "train.precision=bf16 in the config"}
     assert len(steps_seen) == len(result.lrs) > 0
     assert all(step == {"dtype": torch.bfloat16, "data_channels_last": True, "model_channels_last": True}
                for step in steps_seen)

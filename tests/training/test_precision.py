@@ -16,6 +16,7 @@ from cnnlab.data.normalization import fit_normalization
 from cnnlab.config import load_config
 from cnnlab.data import DatasetConfig, load_dataset
 from cnnlab.errors import ConfigError
+from cnnlab.training import precision
 from cnnlab.training.precision import ComputePlan, choose_compute_plan
 from cnnlab.models import create_model
 from cnnlab.models.whitening import PatchWhitening, initialize_from_data, needs_data_initialization
@@ -203,3 +204,113 @@ def test_cpu_bf16_runs_depthwise_convolutions_in_float32_only_when_training():
     depthwise.weight.grad = None
     depthwise(images).square().sum().backward()
     torch.testing.assert_close(fast_grad, depthwise.weight.grad)
+
+
+@pytest.fixture
+def convolutional_models():
+    """A convolutional model and two that are not (no convolution; one convolution on grey images)."""
+    deep = create_model({"layers": ["Conv2D: 4, 3", "Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10)
+    mlp = create_model({"layers": ["Flatten", "Dense: 16", "Dense: classes"]}, (1, 8, 8), 10)
+    one_conv = create_model({"layers": ["Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (1, 8, 8), 10)
+    return deep.module, mlp.module, one_conv.module
+
+
+def fake_cpu(monkeypatch, flags: set[str], onednn: bool = True) -> None:
+    monkeypatch.setattr(precision, "read_cpu_flags", lambda: frozenset(flags | {"fpu", "sse2", "avx2", "avx512f"}))
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: onednn)
+
+
+@pytest.mark.parametrize("flags, expected, named", [
+    ({"amx_bf16", "amx_tile", "avx512_bf16"}, "bf16", "amx_bf16"),  # Intel Sapphire Rapids and later
+    ({"avx512_bf16"}, "bf16", "avx512_bf16"),  # AMD Zen 4, Intel Cooper Lake
+    (set(), "fp32", "no bfloat16"),  # Zen 3, Skylake-X, Ice Lake
+])
+def test_cpu_precision_follows_the_bf16_instructions(monkeypatch, convolutional_models, flags, expected, named):
+    fake_cpu(monkeypatch, flags)
+    settings = load_config("examples/digits.yaml").train
+    plan = choose_compute_plan(settings, CPU, (1, 8, 8), convolutional_models[0])
+    assert plan.precision == expected
+    assert named in plan.reason and plan.to_dict()["reason"] == plan.reason
+    assert plan.channels_last  # the layout does not depend on the precision
+
+
+def test_cpu_bf16_needs_onednn(monkeypatch, convolutional_models):
+    fake_cpu(monkeypatch, {"amx_bf16", "avx512_bf16"}, onednn=False)
+    plan = choose_compute_plan(load_config("examples/digits.yaml").train, CPU, (1, 8, 8), convolutional_models[0])
+    assert plan.precision == "fp32" and "oneDNN" in plan.reason
+
+
+def test_models_that_are_not_convolutional_stay_in_float32(monkeypatch, convolutional_models):
+    fake_cpu(monkeypatch, {"amx_bf16", "avx512_bf16"})
+    settings = load_config("examples/digits.yaml").train
+    for model in convolutional_models[1:]:
+        plan = choose_compute_plan(settings, CPU, (1, 8, 8), model)
+        assert plan.precision == "fp32" and "not a convolutional model" in plan.reason
+    # one convolution on colour images is convolutional
+    colour = create_model({"layers": ["Conv2D: 4, 3", "Flatten", "Dense: classes"]}, (3, 8, 8), 10).module
+    assert choose_compute_plan(settings, CPU, (3, 8, 8), colour).precision == "bf16"
+
+
+def test_explicit_precision_wins_over_the_cpu(monkeypatch, convolutional_models):
+    settings = load_config("examples/digits.yaml").train
+    fake_cpu(monkeypatch, set())
+    forced = settings.model_copy(update={"precision": "bf16"})
+    plan = choose_compute_plan(forced, CPU, (1, 8, 8), convolutional_models[1])
+    assert plan.precision == "bf16" and plan.reason == "train.precision=bf16 in the config"
+    fake_cpu(monkeypatch, {"amx_bf16"})
+    forced = settings.model_copy(update={"precision": "fp32"})
+    assert choose_compute_plan(forced, CPU, (1, 8, 8), convolutional_models[0]).precision == "fp32"
+
+
+@pytest.mark.parametrize("bf16_supported, expected", [(True, "bf16"), (False, "fp16")])
+def test_gpu_precision_ignores_the_cpu(monkeypatch, convolutional_models, bf16_supported, expected):
+    fake_cpu(monkeypatch, set())
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16_supported)
+    settings = load_config("examples/digits.yaml").train
+    for model in convolutional_models:  # any model, convolutional or not
+        plan = choose_compute_plan(settings, torch.device("cuda"), (1, 8, 8), model)
+        assert plan.precision == expected and "cuda" in plan.reason
+
+
+def test_cpu_flags_are_read_from_x86_and_arm_cpuinfo(tmp_path):
+    x86, arm = tmp_path / "x86", tmp_path / "arm"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654\nflags\t\t: fpu avx512f avx512_bf16\n\n"
+                   "processor\t: 1\nflags\t\t: fpu avx512f avx512_bf16\n")
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd sve bf16\nCPU implementer\t: 0x41\n")
+    assert precision.read_cpu_flags(x86) == {"fpu", "avx512f", "avx512_bf16"}
+    assert precision.read_cpu_flags(arm) == {"fp", "asimd", "sve", "bf16"}
+    assert precision.read_cpu_flags(tmp_path / "missing") == frozenset()
+
+
+def test_a_plan_compares_without_its_reason():
+    assert ComputePlan(CPU, "bf16", True, False, "one reason") == ComputePlan(CPU, "bf16", True, False, "another")
+    assert set(ComputePlan(CPU).to_dict()) == {"precision", "channels_last", "compile", "reason"}
+
+
+def test_the_depthwise_mode_is_left_out_for_models_without_depthwise_convolutions(monkeypatch):
+    fake_cpu(monkeypatch, {"amx_bf16"})
+    settings = load_config("examples/digits.yaml").train
+    plain = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 3, groups=2), nn.Flatten())
+    depthwise = nn.Sequential(nn.Conv2d(3, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 3, groups=6), nn.Flatten())
+    plain_plan = choose_compute_plan(settings, CPU, (3, 9, 9), plain)
+    depthwise_plan = choose_compute_plan(settings, CPU, (3, 9, 9), depthwise)
+    assert plain_plan.precision == depthwise_plan.precision == "bf16"
+    assert not plain_plan.depthwise_in_float32 and depthwise_plan.depthwise_in_float32
+    images = torch.randn(2, 3, 9, 9)
+    with depthwise_plan.autocast():
+        assert depthwise(images).dtype == torch.float32  # the last convolution is depthwise: float32
+    with plain_plan.autocast():
+        assert plain(images).dtype == torch.bfloat16
+
+
+def test_a_depthwise_kernel_outside_a_convolution_module_keeps_the_mode():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.kernel = nn.Parameter(torch.randn(4, 1, 3, 3))
+
+        def forward(self, images):
+            return nn.functional.conv2d(images, self.kernel, groups=4)
+
+    assert precision.may_run_depthwise_convolutions(Functional())
+    assert not precision.may_run_depthwise_convolutions(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 8, 3)))

@@ -19,6 +19,8 @@ def command_train(args: argparse.Namespace) -> int:
     from cnnlab.config import load_config
     from cnnlab.errors import TrainingDiverged
     from cnnlab.experiment import resume_experiment, run_experiment
+    from cnnlab.output_folders import output_kind
+    from cnnlab.studies.seeds import resume_seeds, run_seeds, with_seed_count
 
     weights = [f"model.weights={Path(args.weights).expanduser().resolve()}"] if args.weights else []
     source, overrides = args.config, [*args.overrides, *weights]
@@ -28,13 +30,20 @@ def command_train(args: argparse.Namespace) -> int:
         if args.resume is not None:
             if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
                 raise CnnlabError("--resume continues a run in its own folder: leave out --out.")
-            run_dir = resume_experiment(args.resume, args.data_dir, not args.quiet, overrides, config_source=source)
+            if output_kind(args.resume) == "seeds":  # a multi-seed folder: its seeds continued, with its config
+                run_dir = resume_seeds(args.resume, args.data_dir, not args.quiet, overrides)
+            else:
+                run_dir = resume_experiment(args.resume, args.data_dir, not args.quiet, overrides,
+                                            config_source=source)
         elif source is None:
             raise CnnlabError("cnnlab train needs CONFIG (a YAML file or a zoo name such as keras/mnist/model1), "
                               "or --resume RUN_DIR to continue an interrupted run.")
         else:
-            run_dir = run_experiment(load_config(source, overrides), out=args.out, data_dir=args.data_dir,
-                                     show_progress=not args.quiet, overwrite=args.overwrite)
+            config = load_config(source, overrides)
+            config = with_seed_count(config, args.seeds) if args.seeds is not None else config
+            train = run_seeds if config.train.seeds else run_experiment  # train.seeds: one run per seed
+            run_dir = train(config, out=args.out, data_dir=args.data_dir, show_progress=not args.quiet,
+                            overwrite=args.overwrite)
     except TrainingDiverged as error:
         print(paragraph(f"error: {error}"), file=sys.stderr)
         return 3
@@ -44,11 +53,15 @@ def command_train(args: argparse.Namespace) -> int:
 
 def command_report(args: argparse.Namespace) -> int:
     from cnnlab import runs
+    from cnnlab.output_folders import output_kind
     from cnnlab.report.run_report import write_report
+    from cnnlab.report.seeds_report import write_seeds_report
 
     run_dir = runs.require_run_dir(args.run_dir)
-    # without --worst, the run's config.yaml (analysis.worst_n) decides, read and checked by write_report
-    markdown, html = write_report(run_dir, worst_n=args.worst)
+    if output_kind(run_dir) == "seeds":  # a multi-seed folder: the aggregate's report (each seed has its own)
+        markdown, html = write_seeds_report(run_dir)
+    else:  # without --worst, the run's config.yaml (analysis.worst_n) decides, read and checked by write_report
+        markdown, html = write_report(run_dir, worst_n=args.worst)
     print(markdown)
     print(html)
     return 0
@@ -112,7 +125,8 @@ def command_suite(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.overrides)
     out = args.out or Path("runs") / f"suite-{suite.name}"
-    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet, overwrite=args.overwrite)
+    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet, overwrite=args.overwrite,
+                        seed_count=args.seeds)
     print(*written.values(), out, sep="\n")
     return 0
 

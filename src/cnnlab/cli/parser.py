@@ -14,6 +14,7 @@ EPILOG = """examples:
   cnnlab train examples/digits.yaml                     train the offline default
   cnnlab train keras/mnist/model1 train.epochs=3        a zoo model with its report's recipe, 3 epochs
   cnnlab train my.yaml optimizer.lr=0.01 --out runs/x   dotted overrides, chosen run directory
+  cnnlab train keras/mnist/model1 --seeds 3             3 seeds, one folder: a run each and mean ± std
   cnnlab summary keras/mnist/model2 --dataset mnist     Keras-style model summary
   cnnlab report runs/RUN                                rebuild a report from saved artefacts
   cnnlab compare runs/A runs/B --out runs/cmp           comparison table and overlaid curves
@@ -31,7 +32,11 @@ datasets: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH.
 from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online)."""
 
 
+MAX_SEED_COUNT = 100  # training.settings.MAX_SEEDS, not imported: `cnnlab --help` loads no stage
 DATA_DIR_HELP = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
+SEEDS_HELP = ("train {what} with N seeds, train.seed, train.seed+1, ... (0..N-1 by default; sets train.seeds) "
+              "into one folder: a run per seed in seed-<s>/, and their mean ± std (sample, ddof=1), min and max in "
+              "the folder's metrics.json and report; run again, it skips complete seeds and resumes unfinished ones")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ def _add_train(commands: Any, shared: SharedOptions) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress output, only the run directory")
     train.add_argument("--weights", metavar="PATH",
                        help="pretrained backbone weights file (.pth or .safetensors): sets model.weights")
+    train.add_argument("--seeds", type=_seed_count, metavar="N", help=SEEDS_HELP.format(what="the experiment"))
 
 
 def _add_report(commands: Any, shared: SharedOptions) -> None:
@@ -153,6 +159,7 @@ def _add_suite(commands: Any, shared: SharedOptions) -> None:
     suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
     suite.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     suite.add_argument("--quiet", action="store_true", help="no progress output, only the written files")
+    suite.add_argument("--seeds", type=_seed_count, metavar="N", help=SEEDS_HELP.format(what="every experiment"))
 
 
 def _add_lr_find(commands: Any, shared: SharedOptions) -> None:
@@ -193,6 +200,16 @@ def _add_features(commands: Any, shared: SharedOptions) -> None:
                           help="backbones: compute the features even when the feature cache (shared with `cnnlab "
                                "train`) holds them; the fresh ones replace the cached")
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
+
+
+def _seed_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seeds, not {text!r}") from None
+    if not 1 <= value <= MAX_SEED_COUNT:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SEED_COUNT} seeds")
+    return value
 
 
 def _worst_count(text: str) -> int:

@@ -1,6 +1,10 @@
 """A side-by-side comparison of finished runs, built from their run directories alone:
 comparison.csv, comparison.md and a self-contained comparison.html with overlaid validation
-curves, one confusion matrix per run and their worst-classified images in one table."""
+curves, one confusion matrix per run and their worst-classified images in one table.
+
+A multi-seed folder (`cnnlab.studies.seeds`) is compared as one run: its test accuracy and loss as
+"mean ± std (n seeds)", its curves the mean over the seeds, its confusion matrix and worst images its
+first seed's."""
 
 from __future__ import annotations
 
@@ -9,15 +13,18 @@ from typing import Any, Mapping
 
 from cnnlab import output_folders, runs
 from cnnlab.analysis.run_files import RunFiles, load_run
+from cnnlab.analysis.seed_runs import is_seed_aggregate, load_seed_aggregate
 from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
 from cnnlab.report.document import (
     Block, Callout, FigureWriter, Heading, ImageRow, Table, format_integer, format_number, format_percent,
     format_probability, format_value, render_html, render_markdown,
 )
+from cnnlab.report.seeds_report import format_mean_std
 
 COMPARISON_WORST_N = 10
 COMPARISON_COLUMNS = ["model", "dataset", "params", "epochs", "test_loss", "test_accuracy", "train_time_s"]
+SEED_COLUMNS = ["test_accuracy_std", "test_loss_std", "n_seeds"]  # only when a multi-seed folder is compared
 
 
 def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None,
@@ -27,14 +34,16 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     adds a row for each experiment that did not finish, with a status column saying why."""
     if not run_dirs:
         raise CnnlabError("Give at least one run directory to compare.")
-    loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]
+    loaded = [load_for_comparison(run_dir) for run_dir in run_dirs]
     labels = _comparison_labels(loaded, labels)
     out_dir = Path(out_dir)
     run_rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
     rows = run_rows + [{"model": label, "status": f"failed: {why}"} for label, why in (failed or {}).items()]
     has_reported = any(row["reported_accuracy"] is not None for row in run_rows)
     reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
-    columns = COMPARISON_COLUMNS + reported + (["status"] if failed else []) + ["run_dir"]
+    has_seeds = any(row["n_seeds"] is not None for row in run_rows)
+    columns = COMPARISON_COLUMNS + (SEED_COLUMNS if has_seeds else []) + reported + (["status"] if failed else [])
+    columns += ["run_dir"]
     paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
     runs.write_csv_atomic(paths["csv"], rows, columns)
     figures = FigureWriter(out_dir)
@@ -42,16 +51,21 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     if len({row["dataset"] for row in run_rows}) > 1:
         blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
     histories = {label: run.history for label, run in zip(labels, loaded)}
-    blocks += [Heading("Validation curves"), ImageRow([
+    blocks += [Heading("Validation curves")]
+    if has_seeds:
+        blocks.append(Callout("The curves of a multi-seed run are the mean over its seeds; its confusion matrix "
+                              "and worst images are its first seed's."))
+    blocks += [ImageRow([
         figures.add(f"compare_{metric}", lambda: plots.plot_comparison_curves(histories, metric), caption)
         for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
     ])]
     blocks += [Heading("Confusion matrices"), ImageRow([
         figures.add(f"compare_confusion_{number}", lambda: plots.plot_confusion(
             run.interpretation.confusion(), run.interpretation.class_names, title=label), label)
-        for number, (label, run) in enumerate(zip(labels, loaded), start=1)
+        for number, (label, run) in enumerate(zip(_seed_labels(labels, loaded), loaded), start=1)
     ])]
-    blocks += [Heading(f"{COMPARISON_WORST_N} worst classified images"), _worst_side_by_side(labels, loaded)]
+    blocks += [Heading(f"{COMPARISON_WORST_N} worst classified images"),
+               _worst_side_by_side(_seed_labels(labels, loaded), loaded)]
     runs.write_text_atomic(paths["md"], render_markdown(blocks))
     runs.write_text_atomic(paths["html"], render_html(blocks, "cnnlab comparison", figures.pngs))
     return paths
@@ -68,8 +82,22 @@ def _comparison_labels(loaded: list[RunFiles], labels: list[str] | None) -> list
     return names
 
 
+def load_for_comparison(run_dir: Path) -> RunFiles:
+    """A finished run folder, or a multi-seed folder read as one run (`load_seed_aggregate`)."""
+    if is_seed_aggregate(run_dir):
+        return load_seed_aggregate(run_dir)
+    return load_run(run_dir, require_predictions=True)
+
+
+def _seed_labels(labels: list[str], loaded: list[RunFiles]) -> list[str]:
+    """Labels of the one-seed sections (confusion matrices, worst images): which seed a multi-seed run shows."""
+    return [f"{label} (seed {run.metrics['predictions_seed']})" if "predictions_seed" in run.metrics else label
+            for label, run in zip(labels, loaded)]
+
+
 def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
     metrics = run.metrics
+    statistics = metrics.get("statistics") if isinstance(metrics.get("statistics"), dict) else None
     return {
         "model": label,
         "dataset": format_value(metrics.get("dataset")),
@@ -82,11 +110,18 @@ def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
         "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
         "run_dir": str(run.run_dir),
         "status": "complete",
+        "test_accuracy_stats": (statistics or {}).get("test_accuracy"),
+        "test_loss_stats": (statistics or {}).get("test_loss"),
+        "test_accuracy_std": ((statistics or {}).get("test_accuracy") or {}).get("std"),
+        "test_loss_std": ((statistics or {}).get("test_loss") or {}).get("std"),
+        "n_seeds": metrics.get("n_seeds") if statistics is not None else None,
     }
 
 
 def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
     headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
+    if any(row.get("n_seeds") is not None for row in rows):
+        headers[4:6] = ["Test loss (mean ± std, seeds)", "Test accuracy (mean ± std in pp, seeds)"]
     headers += ["Reported accuracy"] if has_reported else []
     has_failed = any(row["status"] != "complete" for row in rows)
     cells = []
@@ -94,6 +129,9 @@ def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
         line = [row["model"], format_value(row.get("dataset")), format_integer(row.get("params")),
                 format_value(row.get("epochs")), format_number(row.get("test_loss")),
                 format_percent(row.get("test_accuracy"))]
+        if row.get("n_seeds") is not None:  # a multi-seed run: mean ± sample std over its seeds
+            line[4:6] = [format_mean_std(row["test_loss_stats"], percent=False),
+                         format_mean_std(row["test_accuracy_stats"])]
         if has_reported:
             line.append(_format_reported(row.get("reported_accuracy"), row.get("reported_accuracy_kind")))
         line += [format_number(row.get("train_time_s"), 2)]
@@ -131,7 +169,7 @@ def compare_runs(run_dirs: list[Path], out: Path, overwrite: bool = False) -> di
     """`cnnlab compare`: the comparison written through the output gate: into a new or empty ``out`` or an
     earlier comparison, which is replaced only with ``overwrite`` and only once the new one is complete."""
     output_folders.check_output_folder(out, overwrite, "compare")
-    loaded = [load_run(run_dir, require_predictions=True) for run_dir in run_dirs]  # bad runs: nothing written
+    loaded = [load_for_comparison(run_dir) for run_dir in run_dirs]  # bad runs: nothing written
     folder = output_folders.prepare_output_folder(out, overwrite, "compare")
     paths = write_comparison([run.run_dir for run in loaded], folder)
     return output_folders.moved(paths, folder, output_folders.publish_output_folder(folder))

@@ -11,12 +11,12 @@ from typing import Any, Optional
 import yaml
 
 from cnnlab import output_folders, runs
-from cnnlab.config import ExperimentConfig, load_config, read_settings_file
+from cnnlab.config import load_config, read_settings_file
 from cnnlab.errors import CnnlabError, ConfigError, TrainingInterrupted, did_you_mean, shorten
 from cnnlab.experiment import run_experiment
 from cnnlab.report.comparison import write_comparison
+from cnnlab.studies.seeds import run_seeds, train_or_resume, with_seed_count
 from cnnlab.studies.sweep import write_sweep
-from cnnlab.training.checkpoint import has_checkpoint, resume_conflicts
 
 SUITE_KEYS = {"name", "description", "defaults", "experiments", "sweep"}
 
@@ -80,14 +80,16 @@ class SuiteFailed(CnnlabError):
 
 
 def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progress: bool = True,
-              overwrite: bool = False) -> dict[str, Path]:
+              overwrite: bool = False, seed_count: int | None = None) -> dict[str, Path]:
     """Run the suite's experiments into ``out``, then write the comparison; return the written files.
 
     An experiment whose run is complete with the same config is skipped, an unfinished one is resumed
     from its checkpoint, one whose config changed is trained again (its earlier run replaced only once
     the new one is complete); ``overwrite`` trains every experiment again. An experiment that fails
     with a user error (a CnnlabError such as TrainingDiverged) becomes a row of the comparison saying
-    why, the others still run, and SuiteFailed then names the failed ones."""
+    why, the others still run, and SuiteFailed then names the failed ones. With ``seed_count`` (`--seeds N`)
+    every experiment runs N seeds from its train.seed into a multi-seed folder (`cnnlab.studies.seeds`),
+    and the comparison shows mean ± std; an experiment whose config has train.seeds runs them anyway."""
     out = output_folders.prepare_output_folder(out, overwrite, "suite")
     finished: list[tuple[SuiteExperiment, Path]] = []
     failed: dict[str, str] = {}
@@ -95,7 +97,7 @@ def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progre
         run_dir = out / f"{index:02d}-{runs.slug(experiment.label)}"
         heading = f"[{index}/{len(suite.experiments)}] {experiment.label}"
         try:
-            _run_one(experiment, run_dir, heading, data_dir, show_progress, overwrite)
+            _run_one(experiment, run_dir, heading, data_dir, show_progress, overwrite, seed_count)
         except TrainingInterrupted:
             raise  # the user stopped the suite: the checkpoint lets the next `cnnlab suite` resume it
         except CnnlabError as error:
@@ -121,31 +123,17 @@ def run_suite(suite: Suite, out: Path, data_dir: Path | None = None, show_progre
 
 
 def _run_one(experiment: SuiteExperiment, run_dir: Path, heading: str, data_dir: Path | None, show_progress: bool,
-             overwrite: bool) -> None:
-    """Skip, resume, train or train again one experiment of a suite into ``run_dir``."""
+             overwrite: bool, seed_count: int | None = None) -> None:
+    """Skip, resume, train or train again one experiment of a suite into ``run_dir`` (its seeds, each so,
+    for a multi-seed experiment)."""
     config = load_config(experiment.source, experiment.overrides)
-    if not overwrite and runs.is_complete(run_dir) and _same_config(run_dir, config):
-        runs.log_line(f"{heading}: complete, skipped ({run_dir})", show_progress)
+    if seed_count is not None:
+        config = with_seed_count(config, seed_count)
+    if config.train.seeds:
+        run_seeds(config, run_dir, data_dir=data_dir, show_progress=show_progress, overwrite=overwrite)
         return
-    resume = not overwrite and _resumable(run_dir, config)
-    # a run of this suite that is complete with another config, diverged or failed is replaced, but only
-    # once the new one is complete; a folder that is not a cnnlab run is refused by the output gate
-    replace = overwrite or (output_folders.output_kind(run_dir) == "run" and not resume)
-    runs.log_line(f"{heading}: {'resuming from its checkpoint' if resume else 'training'}", show_progress)
-    run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress, overwrite=replace,
-                   resume=resume)
-
-
-def _resumable(run_dir: Path, config: ExperimentConfig) -> bool:
-    """An unfinished run of this config (train.epochs may be raised) with a checkpoint to continue from."""
-    if output_folders.output_kind(run_dir) != "run" or not has_checkpoint(run_dir):
-        return False
-    try:
-        status = runs.read_json(run_dir / runs.METRICS_FILE).get("status")
-        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return False
-    return status in output_folders.UNFINISHED_STATUSES and not resume_conflicts(saved, config.to_dict())
+    # run_experiment looked up here at each call, so that it is this module's (tests replace it)
+    train_or_resume(config, run_dir, heading, data_dir, show_progress, overwrite, train=run_experiment)
 
 
 def _failures(failed: dict[str, str]) -> str:
@@ -211,14 +199,6 @@ def _source(source: str, base_dir: Path) -> str:
         candidate = base_dir / source
         return str(candidate if candidate.exists() else Path(source))
     return source
-
-
-def _same_config(run_dir: Path, config: ExperimentConfig) -> bool:
-    try:
-        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return False
-    return saved == config.to_dict()
 
 
 def _label(source: str) -> str:

@@ -149,9 +149,10 @@ def _train_epoch(run: _Run) -> Optional[tuple[str, str]]:
                 problem = session.guard.problem(progress.running_loss())
                 if problem is not None:
                     return _diverged_in_epoch(run, problem)
-                if not bar.disable:  # the bar only shows what the check has already read
+                if not bar.disable:  # the bar only shows what the check has already read; it redraws at most
+                    # every half second on its own (a redraw per step cost 20 us, 0.5% of a 4 ms step)
                     bar.set_postfix(loss=f"{progress.running_loss():.4f}", acc=f"{progress.running_accuracy():.3f}",
-                                    lr=f"{progress.lr:.2g}")
+                                    lr=f"{progress.lr:.2g}", refresh=False)
             if checkpoint_due:
                 run.save_checkpoint()
             if stopping:

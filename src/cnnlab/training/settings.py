@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional, Protocol, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from cnnlab.errors import TUPLE_FROM_LIST, StrictModel
 
@@ -14,6 +14,7 @@ MAX_EPOCHS = 100_000
 MAX_BATCH_SIZE = 1 << 20
 MAX_SEED = 2**32 - 1  # what NumPy's legacy seeding accepts
 MAX_THREADS = 1024  # a fixed bound, so a config valid on one machine is valid on all
+MAX_SEEDS = 100  # train.seeds: runs of one multi-seed experiment
 
 
 class EarlyStopping(StrictModel):
@@ -47,6 +48,25 @@ class TrainSection(StrictModel):
                                        "moving average of the weights; the average is what gets evaluated and saved")
     checkpoint_every_s: float = Field(default=300.0, ge=0, le=7 * 24 * 3600, description="seconds between "
                                       "checkpoints inside an epoch (one is written after every epoch too)")
+    seeds: Optional[list[Annotated[int, Field(ge=0, le=MAX_SEED)]]] = Field(
+        default=None, min_length=1, max_length=MAX_SEEDS, description="train once per seed into one folder with "
+        "the aggregate (studies/seeds.py); each seed's run uses it as its train.seed")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: Optional[list[int]]) -> Optional[list[int]]:
+        if seeds is not None and len(set(seeds)) < len(seeds):
+            repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+            raise ValueError(f"each seed may appear once, but {', '.join(map(str, repeated))} is repeated")
+        return seeds
+
+    @model_serializer(mode="wrap")
+    def _without_unset_seeds(self, handler: Any) -> dict[str, Any]:
+        # a single-seed run's config.yaml stays as it was before train.seeds existed (resumes, suite skips)
+        data = handler(self)
+        if data.get("seeds", ()) is None:
+            del data["seeds"]
+        return data
 
     @model_validator(mode="after")
     def _early_stopping_needs_validation(self) -> "TrainSection":

@@ -63,6 +63,17 @@ def torch_entry(name: str, dataset: str, layers: list[str], accuracy: float, tim
 
 # --------------------------------------------------------------------------- Keras, MNIST
 
+# The previous lab's best multilayer perceptron, the baseline both Keras comparisons (sections 1.3)
+# quote: "best lab3.3". Neither report 000 nor 002 gives its layers or recipe; cnnlab's own `mlp`
+# baseline (512 and 256 ReLU units, dropout 0.2) with this report's Keras recipe is assumed.
+MLP = ["Flatten", "Dense: 512, relu", "Dropout: 0.2", "Dense: 256, relu", "Dense: 10, 'softmax'"]
+MLP_ASSUMED = ("the layers are not in the report (only its figures): 512 and 256 ReLU units with dropout 0.2 "
+               "assumed, as cnnlab's mlp baseline")
+register(keras_entry("keras/mnist/mlp", "mnist", MLP, 0.9759, 42.64,
+                     f"Best multilayer perceptron of the previous lab (lab 3.3), the report's baseline; {MLP_ASSUMED}"))
+register(keras_entry("keras/cifar10/mlp", "cifar10", MLP, 0.4450, 46.06,
+                     f"Best multilayer perceptron of the previous lab (lab 3.3) on CIFAR-10, the report's baseline; "
+                     f"{MLP_ASSUMED}"))
 register(keras_entry("keras/mnist/model1", "mnist", KERAS_MODEL1, 0.9196, 46.96,
                      "First CNN: one 3x3 convolution and a softmax layer (report 002 re-run: 92.43%)"))
 register(keras_entry("keras/mnist/model2", "mnist",

@@ -1,7 +1,7 @@
 """Report 001, "Classification of the CIFAR-10 dataset" (Keras, CIFAR-10).
 
-Recipe as the report states it: Keras SGD at lr 0.01, batch 32, 10 epochs, validation_split 0.25,
-for every model: a naive dense network, a small CNN, the CNN with dropout, then with batch norm,
+Recipe as the report states it: Keras SGD at lr 0.01, batch 32, 10 epochs, validation_split 0.25
+(the dense network: no validation split, its fit trains on all 50,000 images), for every model: a naive dense network, a small CNN, the CNN with dropout, then with batch norm,
 and a head on frozen VGG16 features. Its figures are test accuracy for the dense network and
 validation accuracy for the others, as the report gives them."""
 
@@ -33,9 +33,16 @@ def report_entry(name: str, layers: list[str], accuracy: float, accuracy_kind: s
                     reported_accuracy_kind=accuracy_kind, **fields)
 
 
-register(report_entry("cifar10/dense", ["Flatten", "Dense: 2048, relu", "Dense: 1024, relu", "Dense: 512, relu",
-                                        "Dense: 256, relu", "Dense: 10, softmax"], 0.4976, "test",
-                      "Naive dense network: four ReLU layers of 2048, 1024, 512, 256 units (9,050,378 parameters)"))
+# The dense network's train_model calls model.fit(x, y, batch_size=32, epochs=10) without a
+# validation split (only the CNNs' train_cnn passes validation_split=0.25): it trains on all 50,000.
+register(ZooEntry(name="cifar10/dense", dataset="cifar10",
+                  layers=["Flatten", "Dense: 2048, relu", "Dense: 1024, relu", "Dense: 512, relu", "Dense: 256, relu",
+                          "Dense: 10, softmax"],
+                  recipe=make_recipe(10, batch_size=32, validation_split=0.0, optimizer={"name": "sgd", "lr": 0.01}),
+                  description="Naive dense network: four ReLU layers of 2048, 1024, 512, 256 units (9,050,378 "
+                              "parameters). Keras SGD (lr 0.01), batch 32, 10 epochs on all 50,000 training images "
+                              "(its fit has no validation split) as in the report",
+                  source=SOURCE, reported_accuracy=0.4976, reported_accuracy_kind="test"))
 register(report_entry("cifar10/cnn", CNN, 0.6361, "validation",
                       "Two stages of two 3x3 convolutions and a max-pool, a 512-unit layer (890,410 parameters)"))
 register(report_entry("cifar10/cnn-dropout", CNN_DROPOUT, 0.6207, "validation",
