@@ -3,14 +3,19 @@
 # then copy the small evidence files (config, metrics, history; environment of each seed) of the aggregate and of
 # every seed into docs/reproduction-runs/ and rebuild docs/reproduction.md from them. Interrupted? Run it again:
 # complete seeds are skipped and an interrupted one resumes from its checkpoint.
-# Usage: CNNLAB_DATA=../shared/datasets bash bench/reproduce_seeds.sh MODEL [MODEL ...]
+# Usage: CNNLAB_DATA=../shared/datasets bash bench/reproduce_seeds.sh MODEL[:SEEDS] [MODEL[:SEEDS] ...]
+# SEEDS defaults to 3; give 1 for a model whose run costs more than 10 minutes here (bench/results/epoch_costs.md).
+# To keep one core free for other work: OMP_NUM_THREADS=1 taskset -c 1 bash bench/reproduce_seeds.sh ...
 set -euo pipefail
 out=runs/reproduction
-for model in "$@"; do
+for entry in "$@"; do
+  model="${entry%%:*}"
+  seeds=3
+  [[ "$entry" == *:* ]] && seeds="${entry##*:}"
   name="$(echo "$model" | tr / -)-recipe"
   dataset=()
   case "$model" in *cifar10*|report004/*) dataset=(dataset.name=cifar10-jpeg) ;; esac
-  if ! cnnlab train "$model" "${dataset[@]}" --seeds 3 --out "$out/$name" --quiet; then
+  if ! cnnlab train "$model" "${dataset[@]}" --seeds "$seeds" --out "$out/$name" --quiet; then
     echo "failed: $model" >&2
     continue
   fi

@@ -163,6 +163,14 @@ def command_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_predict(args: argparse.Namespace) -> int:
+    raise CnnlabError("cnnlab predict is being written")  # placeholder, replaced by the predict work
+
+
+def command_export(args: argparse.Namespace) -> int:
+    raise CnnlabError("cnnlab export is being written")  # placeholder, replaced by the export work
+
+
 def resume_command(error: TrainingInterrupted, args: argparse.Namespace) -> str:
     """The command that continues an interrupted run, with the dataset folder it was given."""
     command = f"cnnlab train --resume {shlex.quote(str(error.run_dir))}"
@@ -178,4 +186,4 @@ def paragraph(text: str) -> str:
 COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
             "summary": command_summary, "models": command_models, "explore": command_explore,
             "suite": command_suite, "augment-preview": command_augment_preview, "lr-find": command_lr_find,
-            "features": command_features}
+            "features": command_features, "predict": command_predict, "export": command_export}

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for add_command in (_add_train, _add_report, _add_compare, _add_summary, _add_models, _add_explore,
-                        _add_augment_preview, _add_suite, _add_lr_find, _add_features):
+                        _add_augment_preview, _add_suite, _add_lr_find, _add_features, _add_predict, _add_export):
         add_command(commands, shared)
     return parser
 
@@ -200,6 +200,40 @@ def _add_features(commands: Any, shared: SharedOptions) -> None:
                           help="backbones: compute the features even when the feature cache (shared with `cnnlab "
                                "train`) holds them; the fresh ones replace the cached")
     features.add_argument("--quiet", action="store_true", help="no progress output, only the output folder")
+
+
+def _add_predict(commands: Any, shared: SharedOptions) -> None:
+    predict = commands.add_parser(
+        "predict", parents=[shared.debug],
+        help="classify your own images with a trained run: class names and probabilities",
+        description="Decode each IMAGE (PNG, JPEG, BMP, WebP or GIF, any size and mode; EXIF orientation honoured), "
+                    "or every image in a FOLDER or archive, prepare it the way RUN_DIR's training images were "
+                    "(channels, size, normalisation; the run's test-time views when it used them) and print the "
+                    "top-K classes with their probabilities. Unreadable files are listed and skipped.")
+    predict.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
+                         help="image files, folders of images, or .zip/.tar archives of images")
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
+    predict.add_argument("--format", choices=("table", "csv", "json"), default="table", dest="output_format",
+                         help="output format (default: a table)")
+    predict.add_argument("--out", type=Path, help="write the output to this file instead of standard output")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    predict.add_argument("--device", default="auto", help="auto (the GPU when present), cpu, cuda or cuda:N")
+
+
+def _add_export(commands: Any, shared: SharedOptions) -> None:
+    export = commands.add_parser(
+        "export", parents=[shared.debug],
+        help="export a trained run to ONNX (or TorchScript), checked against PyTorch",
+        description="Write RUN_DIR's network as a model that takes uint8 images (N, C, H, W) and returns class "
+                    "probabilities, with the normalisation inside the graph, a dynamic batch size and the class "
+                    "names in its metadata; then run the run's test images through both and print the check "
+                    "(same top-1 on all, largest probability difference). ONNX needs `pip install cnnlab[export]`.")
+    export.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", dest="export_format",
+                        help="onnx (default) or torchscript")
+    export.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.onnx or model.torchscript.pt)")
+    export.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
 
 
 def _seed_count(text: str) -> int:
