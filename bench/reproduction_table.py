@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,8 +57,9 @@ size, validation split, optimiser, schedule, augmentation and input normalisatio
 dataset (CIFAR-10 as `cifar10-jpeg`, the offline JPEG copy). cnnlab's figure is the mean ± sample
 standard deviation of test accuracy over the seeds of a multi-seed run (`train.seeds`), or the one
 seed's figure. An entry not yet run at its recipe says **pending**, with an estimate of its cost:
-the recipe's epochs times the time per epoch that its short runs measured here, scaled to the
-recipe's training-set size (median epoch, CPU and precision named). The estimate decides the seeds
+the recipe's epochs times the epoch that `bench/epoch_costs.py` measured here with the current code
+and nothing else running (`bench/results/epoch_costs.md`), or else that its short runs measured,
+scaled to the recipe's training-set size (CPU, threads and precision named). The estimate decides the seeds
 in the command: 3 where one run costs at most 10 minutes, 1 otherwise. Pretrained backbones need
 ImageNet weights files these machines cannot download: their rows give the command that runs them
 once the file is supplied. Every other run (1 to 5 epochs, a subset, another recipe) is in the
@@ -78,6 +80,7 @@ class Run:
     config: dict[str, Any] | None  # validated and dumped; None when it no longer validates
     epoch_times_s: list[float] = field(default_factory=list)
     differences: list[str] = field(default_factory=list)  # from the current recipe; empty: at recipe
+    members: list["Run"] = field(default_factory=list)  # one seed each, for runs put back together by seed
 
     @property
     def at_recipe(self) -> bool:
@@ -139,6 +142,9 @@ def load_run(folder: Path) -> Run | None:
         entry = zoo.get_entry(metrics.get("model", ""))  # an old name (tprf/...) gives the current entry
     except CnnlabError:
         entry = None
+    first_seed = folder / "seed-0" / "metrics.json"
+    if "fast_path" not in metrics and first_seed.exists():  # a multi-seed aggregate: its seeds' compute plan
+        metrics = {**metrics, "fast_path": json.loads(first_seed.read_text()).get("fast_path")}
     run = Run(folder, entry, metrics, environment, None, _epoch_times(folder / "history.csv"))
     try:
         raw = yaml.safe_load((folder / "config.yaml").read_text())
@@ -166,11 +172,32 @@ def find_runs(folders: list[Path]) -> list[Run]:
     for folder in folders:
         run_dirs += [folder] if (folder / "metrics.json").exists() else sorted(
             path.parent for path in folder.glob("*/metrics.json"))
-    return [run for run in (load_run(path) for path in run_dirs) if run is not None]
+    return merge_seed_runs([run for run in (load_run(path) for path in run_dirs) if run is not None])
 
 
 def percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def merge_seed_runs(runs: list[Run]) -> list[Run]:
+    """Single-seed runs at recipe named <name>-seed<S> (bench/reproduce_gpu.py: one process per seed) become one
+    run per <name> whose metrics carry the seeds' statistics, as a multi-seed aggregate's do."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        match = re.fullmatch(r"(.+)-seed\d+", run.folder.name)
+        if match and run.at_recipe and run.entry is not None and not run.metrics.get("statistics"):
+            groups.setdefault((run.entry.name, match.group(1)), []).append(run)
+    merged = [run for group in groups.values() if len(group) > 1 for run in group]
+    result = [run for run in runs if not any(run is member for member in merged)]
+    for (_, name), group in groups.items():
+        if len(group) < 2:
+            continue
+        values = [member.metrics["test_accuracy"] for member in group]
+        metrics = {**group[0].metrics, "statistics": {"test_accuracy": {
+            "mean": statistics.fmean(values), "std": statistics.stdev(values), "values": values}}}
+        result.append(Run(group[0].folder.parent / name, group[0].entry, metrics, group[0].environment,
+                          group[0].config, [t for member in group for t in member.epoch_times_s], [], group))
+    return result
 
 
 def measured_text(run: Run) -> str:
@@ -180,6 +207,47 @@ def measured_text(run: Run) -> str:
         spread = "n/a" if stats.get("std") is None else f"{100 * stats['std']:.2f}"
         return f"{percent(stats['mean'])} ± {spread} ({len(stats['values'])} seeds)"
     return f"{percent(run.metrics.get('test_accuracy'))} (1 seed: {run.metrics.get('seed', 0)})"
+
+
+def _last_validation_accuracy(history: Path) -> float | None:
+    """The last epoch's validation accuracy: the figure a Keras `fit` prints at the end, which reports
+    quoting "validation accuracy" give."""
+    if not history.exists():
+        return None
+    with history.open() as handle:
+        values = [row.get("val_accuracy") for row in csv.DictReader(handle)]
+    return float(values[-1]) if values and values[-1] not in (None, "") else None
+
+
+def seed_values(run: Run, kind: str) -> list[float]:
+    """cnnlab's figures on the split the report's figure is on ("test" or "validation"), one per seed."""
+    if run.members:
+        return [value for member in run.members for value in seed_values(member, kind)]
+    if kind == "validation":
+        histories = sorted(run.folder.glob("seed-*/history.csv")) or [run.folder / "history.csv"]
+        values = [_last_validation_accuracy(path) for path in histories]
+        return [value for value in values if value is not None]
+    stats = (run.metrics.get("statistics") or {}).get("test_accuracy")
+    if stats and stats.get("values"):
+        return [float(value) for value in stats["values"]]
+    return [float(run.metrics["test_accuracy"])] if run.metrics.get("test_accuracy") is not None else []
+
+
+def verdict(entry: Any, run: Run) -> tuple[str, bool | None]:
+    """(the comparison with the report's figure on the report's own split, whether cnnlab's mean plus one
+    standard deviation reaches it; None when there is nothing to compare)."""
+    kind = entry.reported_accuracy_kind or "test"
+    values = seed_values(run, kind)
+    if entry.reported_accuracy is None or not values:
+        return "n/a", None
+    mean = statistics.fmean(values)
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    gap = 100 * (mean - entry.reported_accuracy)
+    figure = f"{kind} {percent(mean)}" + (f" ± {100 * spread:.2f}" if len(values) > 1 else "")
+    if mean + spread >= entry.reported_accuracy:
+        return f"at or above ({figure}, {gap:+.2f} pts)", True
+    sigmas = f", {abs(gap) / (100 * spread):.1f} std" if spread > 0 else ""
+    return f"below ({figure}, {gap:+.2f} pts{sigmas})", False
 
 
 def recipe_train_images(entry: Any) -> int | None:
@@ -238,7 +306,27 @@ def backbone_row(entry: Any) -> list[str]:
             f"needs torchvision's ImageNet `{weights}`", f"`{command}`"]
 
 
+EPOCH_COSTS: dict[str, dict[str, Any]] = {}  # bench/epoch_costs.py's rows by model, read by main()
+EPOCH_COSTS_MACHINE: dict[str, Any] = {}
+
+
+def measured_cost_row(entry: Any) -> list[str] | None:
+    """The pending row from `bench/epoch_costs.py`'s measurement (the current code's epoch, timed alone)."""
+    cost = EPOCH_COSTS.get(entry.name)
+    if cost is None:
+        return None
+    epochs, total_s = cost["epochs"], cost["run_s"]
+    seeds = SEEDS_FOR_SHORT_RUNS if total_s <= SHORT_RUN_S else 1
+    hardware = f"{EPOCH_COSTS_MACHINE.get('cpu', '?')} ({cost['threads']} threads), {cost['precision']}"
+    return [f"pending: ≈ {duration(total_s)} per seed (measured epoch × {epochs})", str(epochs),
+            f"≈ {cost['epoch_s']:.0f} s (`bench/epoch_costs.py`)", f"estimate on {hardware}",
+            f"`{run_command(entry, seeds)}`"]
+
+
 def pending_row(entry: Any, runs: list[Run]) -> list[str]:
+    measured = measured_cost_row(entry)
+    if measured is not None:
+        return measured
     epochs = (entry.recipe.get("train") or {}).get("epochs")
     estimate = cost_estimate(entry, runs)
     if estimate is None:
@@ -266,12 +354,12 @@ def comparison_rows(runs: list[Run]) -> list[list[str]]:
         at_recipe = [run for run in runs if run.entry is entry and run.at_recipe]
         for run in at_recipe:
             per_epoch = run.seconds_per_epoch
-            rows.append(head + [measured_text(run), str(run.metrics.get("epochs")),
+            rows.append(head + [measured_text(run), verdict(entry, run)[0], str(run.metrics.get("epochs")),
                                 "n/a" if per_epoch is None else f"{per_epoch:.0f} s", run.hardware,
                                 f"`{run.command}`"])
         if not at_recipe:
             tail = backbone_row(entry) if entry.backbone is not None else pending_row(entry, runs)
-            rows.append(head + tail)
+            rows.append(head + tail[:1] + ["n/a"] + tail[1:])
     return rows
 
 
@@ -300,8 +388,15 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def render(runs: list[Run]) -> str:
     comparison = comparison_rows(runs)
     measured = sum(1 for row in comparison if not row[4].startswith(("pending", "needs")))
+    reached = sum(1 for row in comparison if row[5].startswith("at or above"))
+    below = sum(1 for row in comparison if row[5].startswith("below"))
     text = HEADER + f"## Comparison at the reports' recipes ({measured} of {len(comparison)} rows measured)\n\n"
-    text += table(["model", "report", "dataset", "report's figure", "cnnlab mean ± std (seeds)", "epochs",
+    text += (f"Of the measured rows, **{reached} reach the report's figure** (cnnlab's mean plus one standard "
+             f"deviation at or above it, on the split the report's figure is on: the last epoch's validation "
+             f"accuracy where the report quotes validation accuracy, else test accuracy) and **{below} stay "
+             "below it**; each row below is explained in the notes at the end.\n\n")
+    text += table(["model", "report", "dataset", "report's figure", "cnnlab mean ± std (seeds)",
+                   "against the report", "epochs",
                    "time per epoch", "hardware and precision", "command"], comparison)
     text += ("\n## Smoke runs (not at the report's recipe: never compared with the report's figure)\n\n"
              "Short runs (1 to 5 epochs, subsets) or runs of an earlier recipe of the entry. They time an epoch "
@@ -318,7 +413,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/reproduction.md"))
     parser.add_argument("--append", type=Path, nargs="*", default=[],
                         help="Markdown files appended after the tables (sweep tables, notes)")
+    parser.add_argument("--costs", type=Path, default=Path("bench/results/epoch_costs.json"),
+                        help="bench/epoch_costs.py's results: the pending rows' cost estimates (else the smoke runs')")
     args = parser.parse_args()
+    if args.costs.exists():
+        costs = json.loads(args.costs.read_text())
+        EPOCH_COSTS.update({row["model"]: row for row in costs["rows"]})
+        EPOCH_COSTS_MACHINE.update(costs.get("machine") or {})
     runs = find_runs(args.folders)
     text = render(runs)
     for extra in args.append:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from cnnlab.augment.settings import AugmentConfig
 from cnnlab.data import DatasetConfig as DatasetSection
 from cnnlab.errors import ConfigError, StrictModel, explain_validation_error, shorten
+from cnnlab.bundled import bundled_example
 from cnnlab.models import zoo
 from cnnlab.models.settings import ModelSection
 from cnnlab.training.settings import OptimizerSection, ScheduleSection, TrainSection
@@ -72,7 +73,7 @@ def load_config(source: str, overrides: list[str] | None = None) -> ExperimentCo
     raw, origin = _read_source(source)
     for override in overrides or []:
         key, value = _parse_override(override)
-        _set_dotted(raw, key, value, override)
+        set_dotted(raw, key, value, override)
     return validate_config(raw, origin)
 
 
@@ -123,6 +124,9 @@ def _read_source(source: str) -> tuple[dict[str, Any], str]:
     if path.suffix.lower() in (".yaml", ".yml") or _exists(path):
         raw = parse_config_text(_read_config_text(path, source), source)
         return raw, str(source)
+    example = bundled_example(source)
+    if example is not None:  # `cnnlab train digits`: an example config shipped inside the package
+        return parse_config_text(_read_config_text(example, str(example)), str(example)), str(example)
     if len(source) > MAX_NAME_CHARACTERS:
         raise ConfigError(f'"{shorten(source)}" ({len(source):,} characters) is neither a config file nor a zoo '
                           "name. Give the experiment's YAML file or a zoo name (see `cnnlab models`).")
@@ -245,7 +249,9 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def _set_dotted(raw: dict[str, Any], key: str, value: Any, text: str) -> None:
+def set_dotted(raw: dict[str, Any], key: str, value: Any, text: str) -> None:
+    """Set the dotted ``key`` ("train.epochs") in a config mapping (``text``: the override, for messages);
+    ``dataset``/``model`` given by name become sections, and dataset=NAME keeps the dataset's options."""
     if key == "dataset" and isinstance(value, str) and isinstance(raw.get("dataset"), dict):
         # dataset=NAME changes the dataset, not the recipe's options (normalize, image_size, ...)
         raw["dataset"]["name"] = value

@@ -7,12 +7,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab import output_folders, runs
@@ -29,6 +29,7 @@ from cnnlab.models import BuiltModel, count_parameters, create_model, format_sum
 from cnnlab.models.transfer_model import transfer_settings
 from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
 from cnnlab.report.run_report import write_report
+from cnnlab.training.callbacks import Callback, HistoryWriter, check_callbacks
 from cnnlab.training.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, resume_conflicts
 from cnnlab.training.evaluation import predict_probabilities, save_predictions, test_metrics
 from cnnlab.training.feature_cache import (
@@ -37,6 +38,7 @@ from cnnlab.training.feature_cache import (
 from cnnlab.training.interrupt import StopRequest, stop_on_signals
 from cnnlab.training.loop import TrainResult, fit
 from cnnlab.training.precision import ComputePlan, choose_compute_plan
+from cnnlab.training.weights_file import config_digest, describe_run, weights_bytes
 
 DIVERGED_OUTPUTS = ("Training ended, but the model's test outputs are NaN or infinite: its weights diverged after "
                     "the last check. Lower the learning rate (optimizer.lr) or add a validation split so divergence "
@@ -138,15 +140,18 @@ def place_on_device(prepared: PreparedExperiment) -> DeviceSetup:
 
 def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
                    show_progress: bool = True, runs_root: Path = Path("runs"), overwrite: bool = False,
-                   resume: bool = False, stop: Optional[StopRequest] = None) -> Path:
+                   resume: bool = False, stop: Optional[StopRequest] = None,
+                   callbacks: Sequence[Callback] = ()) -> Path:
     """Train and evaluate ``config``; return the run directory holding every artefact and the report.
     An existing run in ``out`` is replaced only with ``overwrite``, and only once the new run is complete.
     With ``resume`` and a checkpoint in ``out``, training continues from it exactly (the config must be
-    the one it was trained with, except `train.epochs` raised to train longer).
+    the one it was trained with, except `train.epochs` raised to train longer). ``callbacks`` get each
+    epoch's history row and the end of training, after the run's own history.csv writer.
 
     Every check a user's input can fail runs before the run directory is created. Raises
     TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf, and
     TrainingInterrupted (after writing a checkpoint) when SIGINT or SIGTERM (or ``stop``) stops training."""
+    callbacks = check_callbacks(callbacks)
     checkpoint = read_resume_point(config, Path(out), show_progress) if resume and out is not None else None
     prepared = prepare_experiment(config, data_dir)
     dataset, plan = prepared.dataset, prepared.plan
@@ -154,7 +159,7 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
                                                    overwrite, resume=resume)
     metrics = write_starting_files(run_dir, config, prepared, plan, show_progress)
     inputs = prepare_training_inputs(run_dir, config, prepared, plan, metrics, show_progress)
-    result = train(run_dir, config, prepared, inputs, plan, metrics, show_progress, checkpoint, stop)
+    result = train(run_dir, config, prepared, inputs, plan, metrics, show_progress, checkpoint, stop, callbacks)
     probabilities = evaluate(config, inputs, plan, result, metrics) if result.status == "complete" else None
     if result.status == "diverged":
         metrics.update(status="diverged", test_accuracy=None, test_loss=None)
@@ -218,23 +223,20 @@ def prepare_training_inputs(run_dir: Path, config: ExperimentConfig, prepared: P
 
 def train(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment, inputs: TrainingInputs,
           plan: ComputePlan, metrics: dict, show_progress: bool, checkpoint: Optional[dict] = None,
-          stop: Optional[StopRequest] = None) -> TrainResult:
-    """Fit (from ``checkpoint`` when given), writing history.csv and a checkpoint after every epoch, with
-    SIGINT and SIGTERM stopping at the next step boundary; record how training ended in ``metrics``.
+          stop: Optional[StopRequest] = None, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Fit (from ``checkpoint`` when given), writing history.csv (a `HistoryWriter`, called before
+    ``callbacks``) and a checkpoint after every epoch, with SIGINT and SIGTERM stopping at the next step
+    boundary; record how training ended in ``metrics``.
     Raises TrainingInterrupted, with status "interrupted" in metrics.json, after such a stop."""
     device, augmenter = prepared.device, prepared.augmenter
     train_indices, val_indices = prepared.train_indices, prepared.val_indices
     trained, train_source = inputs.trained, inputs.train_source
-
-    def save_history(history: list[dict]) -> None:
-        runs.write_csv_atomic(run_dir / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
-
+    history = HistoryWriter(run_dir / runs.HISTORY_FILE, checkpoint["history"] if checkpoint is not None else ())
     checkpoints = Checkpointer(run_dir, config.train.checkpoint_every_s, extra={"config": config.to_dict()})
     with stop_on_signals(stop) as stop_request:
         result = fit(trained, train_source, _on(train_indices, device), _on(val_indices, device), config,
-                     on_epoch_end=save_history, augment=augmenter, show_progress=show_progress, plan=plan,
+                     callbacks=[history, *callbacks], augment=augmenter, show_progress=show_progress, plan=plan,
                      checkpoints=checkpoints, resume_from=checkpoint, stop=stop_request)
-    save_history(result.history)
     metrics.update(epochs=result.epochs_completed, train_time_s=result.train_time_s, best_epoch=result.best_epoch,
                    stop_reason=result.stop_reason, compile_time_s=result.compile_time_s,
                    checkpoints_written=result.checkpoints_written, checkpoint_time_s=result.checkpoint_time_s)
@@ -326,7 +328,9 @@ def save_results(run_dir: Path, config: ExperimentConfig, dataset: Dataset, mode
     interpretation = Interpretation.from_arrays(probabilities, dataset.test_labels, dataset.classes)
     save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images,
                      interpretation.example_indices(50))
-    save_weights(model, run_dir / runs.WEIGHTS_FILE)
+    save_weights(model, run_dir / runs.WEIGHTS_FILE, describe_run(
+        dataset.classes, dataset.input_shape, metrics["normalization"], metrics["dataset"], metrics["model"],
+        config_digest(run_dir)))
     metrics.update(test_metrics(probabilities, dataset.test_labels), status="complete")
     runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
     write_report(run_dir, worst_n=config.analysis.worst_n)
@@ -339,10 +343,10 @@ def save_augmentation_examples(run_dir: Path, data: DeviceImages, augmenter: Aug
     runs.write_npz_atomic(run_dir / runs.AUGMENTATION_FILE, originals=originals, augmented=augmented)
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    """Weights as safetensors (no pickle), written atomically."""
+def save_weights(model: nn.Module, path: Path, description: dict[str, str] | None = None) -> None:
+    """Weights as safetensors (no pickle) with the run's ``description`` as metadata, written atomically."""
     tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    runs.write_bytes_atomic(path, save(tensors))
+    runs.write_bytes_atomic(path, weights_bytes(tensors, description or {}))
 
 
 def load_weights(model: nn.Module, path: Path) -> None:

@@ -1,6 +1,6 @@
 """Run directories and what every stage shares about files and messages: the run folder's file names,
 creation, atomic writes, reading, environment capture, folder-name slugs, file digests, and the one
-progress bar and log line that every long step prints."""
+progress bar and log line that every long step prints (a bar on a terminal and in a notebook, lines in a log)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,15 @@ import hashlib
 import importlib.metadata
 import io
 import json
+import math
 import os
 import platform
 import re
 import secrets
 import stat
 import sys
+import time
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -25,7 +28,11 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from tqdm import TqdmWarning
+
+with warnings.catch_warnings():  # in a notebook without ipywidgets, tqdm.auto falls back to the text bar: fine
+    warnings.simplefilter("ignore", TqdmWarning)
+    from tqdm.auto import tqdm
 
 from cnnlab.errors import CnnlabError
 
@@ -273,8 +280,69 @@ def log_line(text: str, enabled: bool = True) -> None:
 
 
 def progress_bar(total: int, description: str, unit: str = "img", enabled: bool = True, leave: bool = False,
-                 minimum: int = 0) -> tqdm:
-    """The one progress bar: a self-erasing line on stderr, shown only on a terminal (logs get the
-    per-epoch lines instead) and only when ``enabled`` and ``total`` reaches ``minimum``."""
-    return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=leave, mininterval=0.5,
-                disable=not enabled or total < minimum or not sys.stderr.isatty())
+                 minimum: int = 0) -> "tqdm | LogProgress":
+    """The one progress bar, shown only when ``enabled`` and ``total`` reaches ``minimum``: a self-erasing
+    bar on a terminal and in a Jupyter notebook (tqdm.auto: a widget where ipywidgets is installed);
+    where stderr is a file or a pipe (a log), `LogProgress` lines instead, and only for long work."""
+    if not enabled or total < minimum:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty() or in_notebook():
+        return tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=leave, mininterval=0.5)
+    return LogProgress(total, description, unit)
+
+
+def in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (its stderr is no terminal, yet shows a bar), as tqdm.auto decides."""
+    return "ipykernel.zmqshell" in sys.modules
+
+
+LOG_PROGRESS_FRACTION = 0.1  # a log gets a line at every tenth of the work ...
+LOG_PROGRESS_INTERVAL_S = 10.0  # ... when this long has passed since the last one: short work prints no line
+
+
+class LogProgress:
+    """`progress_bar` where no bar can be drawn (stderr is a log file or a pipe): a line on stderr at each
+    tenth of the work, once at least `LOG_PROGRESS_INTERVAL_S` has passed since the previous line (or the
+    start), so an epoch of a minute or more gets about ten lines and one of under ten seconds none (its
+    end has its own line). It has what the callers use of a tqdm bar: ``update``, ``set_postfix``,
+    ``disable`` and the context manager."""
+
+    disable = False
+    clock = staticmethod(time.perf_counter)
+
+    def __init__(self, total: int, description: str, unit: str):
+        self.total, self.description, self.unit = total, description, unit
+        self.count, self.postfix = 0, {}
+        self.step = max(1, math.ceil(total * LOG_PROGRESS_FRACTION))
+        self.next_mark = self.step
+        self.started = self.last_line = self.clock()
+
+    def update(self, count: int = 1) -> None:
+        """Count ``count`` more units done; print a line when a tenth is reached and one is due."""
+        self.count += count
+        if self.count < self.next_mark or self.total <= 0:
+            return
+        self.next_mark = (self.count // self.step + 1) * self.step
+        now = self.clock()
+        if now - self.last_line >= LOG_PROGRESS_INTERVAL_S and self.count < self.total:
+            self.last_line = now
+            log_line(self.line(now - self.started))
+
+    def line(self, elapsed_s: float) -> str:
+        """``epoch 3/20: 40% (120/300 batch) 24s  loss=0.4123 acc=0.873``"""
+        values = "".join(f"  {key}={value}" for key, value in self.postfix.items())
+        return (f"{self.description}: {self.count / self.total:.0%} ({self.count}/{self.total} {self.unit}) "
+                f"{elapsed_s:.0f}s{values}")
+
+    def set_postfix(self, refresh: bool = True, **values: Any) -> None:
+        """The values (loss, accuracy, ...) the next line ends with."""
+        self.postfix = values
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "LogProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -75,29 +75,19 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_summary(args: argparse.Namespace) -> int:
-    from cnnlab.config import load_config
-    from cnnlab.data import load_dataset
-    from cnnlab.models import create_model, format_summary
+    from cnnlab.api import summary
 
-    from cnnlab.models.zoo import DATASET_INPUT_SHAPES
-
-    overrides = [f"dataset={args.dataset}"] if args.dataset else []
-    config = load_config(args.model, overrides)
-    shape = DATASET_INPUT_SHAPES.get(config.dataset.name)
-    if shape is None or config.dataset.image_size is not None:
-        dataset = load_dataset(config.dataset, args.data_dir)  # image folders: the shape is in the files
-        shape, n_classes = dataset.input_shape, dataset.n_classes
-    else:
-        n_classes = 10
-    built = create_model(config.to_dict()["model"], shape, n_classes)
-    print(format_summary(built))
+    print(summary(args.model, dataset=args.dataset, data_dir=args.data_dir))
     return 0
 
 
 def command_models(args: argparse.Namespace) -> int:
+    from cnnlab.bundled import example_names, suite_names
     from cnnlab.models.listing import zoo_listing
 
     print(zoo_listing())
+    print(f"\nexample configs (cnnlab train NAME): {', '.join(example_names())}")
+    print(f"suites (cnnlab suite NAME): {', '.join(suite_names())}")
     return 0
 
 
@@ -164,11 +154,40 @@ def command_features(args: argparse.Namespace) -> int:
 
 
 def command_predict(args: argparse.Namespace) -> int:
-    raise CnnlabError("cnnlab predict is being written")  # placeholder, replaced by the predict work
+    from cnnlab import runs
+    from cnnlab.analysis.predict import Predictor
+    from cnnlab.analysis.prediction_formats import format_predictions, skipped_lines
+    from cnnlab.errors import shorten
+
+    for option, value in (("top-k", args.top_k), ("batch-size", args.batch_size)):
+        if value < 1:
+            raise CnnlabError(f"--{option} must be at least 1, not {value}.")
+    if args.out is not None and args.out.is_dir():
+        raise CnnlabError(f"--out {args.out} is a folder: give the file to write, e.g. "
+                          f"{args.out / 'predictions.csv'}.")
+    predictions = Predictor.from_run(args.run_dir, device=args.device).predict(args.inputs, args.batch_size)
+    if predictions.skipped:
+        print(*skipped_lines(predictions.skipped), sep="\n", file=sys.stderr)
+    if not len(predictions):
+        raise CnnlabError(f"No image could be read from {shorten(' '.join(map(str, args.inputs)))} (each is listed "
+                          "above with the reason). Give PNG, JPEG, BMP, WebP or GIF files, folders of them, or "
+                          ".zip/.tar archives.")
+    text = format_predictions(predictions, args.top_k, args.output_format)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        runs.write_text_atomic(args.out, text)
+        print(args.out)
+    return 0
 
 
 def command_export(args: argparse.Namespace) -> int:
-    raise CnnlabError("cnnlab export is being written")  # placeholder, replaced by the export work
+    from cnnlab.analysis.export import export_run, format_export
+
+    result = export_run(args.run_dir, args.export_format, out=args.out, check=not args.no_check,
+                        data_dir=getattr(args, "data_dir", None))  # --data-dir: where the check finds the test set
+    print(format_export(result))
+    return 0
 
 
 def resume_command(error: TrainingInterrupted, args: argparse.Namespace) -> str:

@@ -11,25 +11,30 @@ from typing import Any
 from cnnlab import __version__
 
 EPILOG = """examples:
-  cnnlab train examples/digits.yaml                     train the offline default
+  cnnlab train digits                                   train the offline default (examples/digits.yaml)
   cnnlab train keras/mnist/model1 train.epochs=3        a zoo model with its report's recipe, 3 epochs
   cnnlab train my.yaml optimizer.lr=0.01 --out runs/x   dotted overrides, chosen run directory
   cnnlab train keras/mnist/model1 --seeds 3             3 seeds, one folder: a run each and mean ± std
   cnnlab summary keras/mnist/model2 --dataset mnist     Keras-style model summary
   cnnlab report runs/RUN                                rebuild a report from saved artefacts
   cnnlab compare runs/A runs/B --out runs/cmp           comparison table and overlaid curves
-  cnnlab models                                         the zoo of the lab reports' models
+  cnnlab models                                         the zoo, the example configs and the suites
+  cnnlab predict runs/RUN photo.jpg images/             class probabilities for your own images
+  cnnlab export runs/RUN                                ONNX: uint8 in, probabilities out; checked with onnxruntime
 
   cnnlab explore cifar10-jpeg                            shapes, class balance, sample images
   cnnlab augment-preview keras/cifar10/model9           originals beside augmented images
-  cnnlab suite suites/report000-keras-mnist.yaml        a whole report's study, then one comparison
+  cnnlab suite report000-keras-mnist                    a whole report's study, then one comparison
 
   cnnlab lr-find keras/cifar10/model9 --out runs/lrf    loss against learning rate, with a suggested lr
   cnnlab features runs/RUN --dataset digits             kNN and linear probe on a run's penultimate features
   cnnlab features efficientnet-lite0 --dataset cifar10-jpeg --out runs/feat   the same for a pretrained backbone
 
 datasets: digits, mnist, fashion-mnist, cifar10, cifar10-jpeg, imagefolder:PATH. Files are read
-from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online)."""
+from --data-dir, $CNNLAB_DATA or ~/.cache/cnnlab (downloaded there with checksums when online).
+
+exit codes: 0 done; 2 a usage error or bad input (one paragraph names the file or field; --debug shows
+the traceback); 3 training diverged; 130 / 143 interrupted by Ctrl-C (SIGINT) / SIGTERM, checkpoint kept."""
 
 
 MAX_SEED_COUNT = 100  # training.settings.MAX_SEEDS, not imported: `cnnlab --help` loads no stage
@@ -70,7 +75,8 @@ def _shared_options() -> SharedOptions:
     data_dir = argparse.ArgumentParser(add_help=False)
     data_dir.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     experiment = argparse.ArgumentParser(add_help=False)
-    experiment.add_argument("config", help="experiment YAML file, or a zoo name such as keras/mnist/model1")
+    experiment.add_argument("config", help="experiment YAML file, an example's name (digits) or a zoo name "
+                                                "such as keras/mnist/model1")
     experiment.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
     overwrite = argparse.ArgumentParser(add_help=False)
     overwrite.add_argument("--overwrite", action="store_true", help="replace cnnlab's earlier output in --out: the "
@@ -84,7 +90,8 @@ def _add_train(commands: Any, shared: SharedOptions) -> None:
         help="train and evaluate one experiment, write its run directory and report",
         description="Train CONFIG (a YAML file or a zoo name) with KEY=VALUE overrides, evaluate on the test set "
                     "and write the report (its folder printed last). Ctrl-C or SIGTERM stop with a checkpoint.")
-    train.add_argument("config", nargs="?", help="experiment YAML file, or a zoo name such as keras/mnist/model1 "
+    train.add_argument("config", nargs="?", help="experiment YAML file, an example's name (digits) or a zoo name "
+                                                 "such as keras/mnist/model1 "
                                                  "(with --resume: leave out, the run's own config.yaml is used)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=3")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
@@ -154,7 +161,8 @@ def _add_suite(commands: Any, shared: SharedOptions) -> None:
         description="Run every experiment of SUITE.yaml in order (one run directory each, complete ones skipped), "
                     "then write the comparison (and the sweep table for a sweep suite). KEY=VALUE overrides apply "
                     "to every experiment.")
-    suite.add_argument("suite", type=Path, help="suite YAML file (see suites/)")
+    suite.add_argument("suite", type=Path, help="suite YAML file, or the name of a suite that ships with cnnlab "
+                                                "(`cnnlab models` lists them)")
     suite.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every experiment, e.g. train.epochs=2")
     suite.add_argument("--out", type=Path, help="suite folder (default: runs/suite-<name>)")
     suite.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
@@ -223,16 +231,18 @@ def _add_predict(commands: Any, shared: SharedOptions) -> None:
 
 def _add_export(commands: Any, shared: SharedOptions) -> None:
     export = commands.add_parser(
-        "export", parents=[shared.debug],
-        help="export a trained run to ONNX (or TorchScript), checked against PyTorch",
+        "export", parents=[shared.debug, shared.data_dir],
+        help="export a trained run to ONNX (or a torch.export program), checked against PyTorch",
         description="Write RUN_DIR's network as a model that takes uint8 images (N, C, H, W) and returns class "
                     "probabilities, with the normalisation inside the graph, a dynamic batch size and the class "
                     "names in its metadata; then run the run's test images through both and print the check "
-                    "(same top-1 on all, largest probability difference). ONNX needs `pip install cnnlab[export]`.")
+                    "(same top-1 on all, largest probability difference). Nothing is written when the check "
+                    "fails. ONNX needs `pip install cnnlab[export]`.")
     export.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
-    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx", dest="export_format",
-                        help="onnx (default) or torchscript")
-    export.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.onnx or model.torchscript.pt)")
+    export.add_argument("--format", choices=("onnx", "pt2"), default="onnx", dest="export_format",
+                        help="onnx (default) or pt2 (a torch.export program: torch.export.load(path).module())")
+    export.add_argument("--out", type=Path, help="output file (default: RUN_DIR/model.onnx or RUN_DIR/model.pt2); "
+                                                 "replaces only cnnlab's own exports")
     export.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
 
 

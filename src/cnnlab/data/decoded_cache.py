@@ -22,7 +22,7 @@ from cnnlab.data.locate import cache_root
 from cnnlab.errors import CnnlabError, shorten
 from cnnlab.runs import load_npz, log_line, write_bytes_atomic
 
-CACHE_VERSION = 1  # bump when decoding changes, so caches written before are not used
+CACHE_VERSION = 2  # 2: EXIF orientation applied, 16-bit grey scaled. Bump when decoding changes, so caches written before are not used
 
 
 def cache_file(dataset: str, key: Any) -> Path:

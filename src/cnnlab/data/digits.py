@@ -6,9 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import sklearn
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from cnnlab.data.registry import Dataset, register_dataset
 
@@ -21,6 +18,11 @@ MAX_VALUE = 16  # load_digits counts 0..16 set pixels per 4x4 block
 def load_digits_dataset(data_dir: Path | None) -> Dataset:
     """scikit-learn's 8x8 digits, 1 channel, 10 classes; a fixed stratified 80/20 split
     (seed 0), pixel values 0..16 scaled to 0..255. ``data_dir`` is not used."""
+    # imported here, not at the top: scikit-learn costs every command (predict, export, --help) 1.5 s of start-up
+    import sklearn
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = np.round(bunch.images * (255 / MAX_VALUE)).astype(np.uint8)[:, np.newaxis, :, :]
     labels = bunch.target.astype(np.int64)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cnnlab.errors import require_memory
 from cnnlab.runs import progress_bar
@@ -30,6 +30,10 @@ DEFAULT_SIZE = 64  # when the images differ in size or are large
 MAX_KEPT_SIZE = 128  # a common size up to this is kept as it is
 PROGRESS_MIN_IMAGES = 1000  # smaller sets decode too fast to need a progress bar
 NAMES_SHOWN = 5
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
+SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # stored turned by 90 degrees: width and height swap
+SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})  # Pillow's 16-bit grey PNG modes
+SIXTEEN_TO_EIGHT = 65535 / 255  # 257: 65535 -> 255, 32896 -> 128
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 ImageSource = Path | bytes  # a file, or a file's content
@@ -103,13 +107,12 @@ def choose_size(sizes: Counter, requested: HeightWidth | None) -> tuple[HeightWi
 
 
 def decode_image(source: ImageSource, size: HeightWidth, colour: bool) -> np.ndarray:
-    """One image as uint8 (C, H, W): RGB when ``colour`` else grey, alpha composited on
-    white, resized to ``size`` (height, width). Raises UnreadableImage."""
-    height, width = size
+    """One image as uint8 (C, H, W): turned upright by its EXIF orientation, RGB when ``colour`` else grey
+    (16-bit grey scaled to 8 bits), alpha composited on white, resized to ``size`` (height, width).
+    Raises UnreadableImage."""
     try:
         with open_image(source) as image:
-            image.draft("RGB" if colour else "L", (width, height))  # JPEG: decode at a reduced scale when shrinking
-            pixels = np.asarray(_prepare(image, size, colour))
+            pixels = np.asarray(prepare_upright(image, size, colour, draft=True))
     except Exception as error:  # Pillow's decoders raise many kinds; all mean unreadable here
         raise UnreadableImage(f"{type(error).__name__}: {error}") from None
     return pixels.transpose(2, 0, 1) if colour else pixels[np.newaxis]
@@ -172,7 +175,9 @@ def resize_images(images: np.ndarray, size: HeightWidth, description: str = "res
     return resized
 
 
-def _prepare(image: Image.Image, size: HeightWidth, colour: bool) -> Image.Image:
+def prepare_image(image: Image.Image, size: HeightWidth, colour: bool) -> Image.Image:
+    """``image`` in RGB (``colour``) or grey, transparent pixels composited on white, resized (bilinear) to
+    ``size`` (height, width): what every decoded image goes through, in a dataset or given to `cnnlab predict`."""
     if image.mode in ("RGBA", "LA", "La", "PA", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -181,6 +186,23 @@ def _prepare(image: Image.Image, size: HeightWidth, colour: bool) -> Image.Image
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.BILINEAR)
     return image
+
+
+def prepare_upright(image: Image.Image, size: HeightWidth, colour: bool, draft: bool) -> Image.Image:
+    """`prepare_image` after two steps for photos and scans: the EXIF orientation applied (a phone photo turned
+    upright) and 16-bit grey scaled to 8 bits (65535 -> 255, 32896 -> 128) rather than clipped. ``draft``: a
+    JPEG much larger than ``size`` is decoded at a reduced scale (its stored, unrotated size considered)."""
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    if draft:
+        height, width = size
+        stored_size = (height, width) if orientation in SWAPPED_ORIENTATIONS else (width, height)
+        image.draft("RGB" if colour else "L", stored_size)
+    if orientation != 1:
+        image = ImageOps.exif_transpose(image)
+    if image.mode in SIXTEEN_BIT_MODES:
+        eight_bit = np.clip(np.rint(np.asarray(image, dtype=np.float64) / SIXTEEN_TO_EIGHT), 0, 255)
+        image = Image.fromarray(eight_bit.astype(np.uint8), mode="L")
+    return prepare_image(image, size, colour)
 
 
 def _is_colour(image: Image.Image) -> bool:
@@ -206,6 +228,8 @@ __all__ = [
     "decode_images",
     "is_image_name",
     "open_image",
+    "prepare_image",
+    "prepare_upright",
     "resize_images",
     "skipped_message",
     "survey_images",

@@ -9,8 +9,9 @@ that decides this, `train_or_resume`, is the one suites use for their experiment
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import yaml
 
@@ -21,6 +22,7 @@ from cnnlab.config import ExperimentConfig, load_config
 from cnnlab.errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
 from cnnlab.experiment import run_experiment
 from cnnlab.report.seeds_report import write_seeds_report
+from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import has_checkpoint, resume_conflicts
 from cnnlab.training.settings import MAX_SEED, MAX_SEEDS
 
@@ -48,9 +50,11 @@ def seed_config(config: ExperimentConfig, seed: int) -> ExperimentConfig:
 
 
 def run_seeds(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Optional[Path] = None,
-              show_progress: bool = True, runs_root: Path = Path("runs"), overwrite: bool = False) -> Path:
+              show_progress: bool = True, runs_root: Path = Path("runs"), overwrite: bool = False,
+              callbacks: Sequence[Callback] = ()) -> Path:
     """Train ``config`` once per seed of `train.seeds` into ``out`` (default runs/<timestamp>-<name>), then
-    write the aggregate and its report there; return ``out``.
+    write the aggregate and its report there; return ``out``. ``callbacks`` are called by each seed's run in
+    turn (a skipped complete seed calls none).
 
     A complete seed run of the same config is skipped, an interrupted one resumed, ``overwrite`` trains every
     seed again (each run replaced once its new one is complete). A seed whose training diverges does not stop
@@ -67,7 +71,7 @@ def run_seeds(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Op
         heading = f"[seed {seed}, {number}/{len(seeds)}] {config.name}"
         try:
             train_or_resume(seed_config(config, seed), folder / seed_run_name(seed), heading, data_dir,
-                            show_progress, overwrite)
+                            show_progress, overwrite, functools.partial(run_experiment, callbacks=callbacks))
         except TrainingInterrupted as error:
             raise TrainingInterrupted(f"{error} Run the same command again (or `cnnlab train --resume {folder}`) "
                                       "to continue: complete seeds are skipped.", run_dir=folder,

@@ -11,6 +11,7 @@ from typing import Any, Optional
 import yaml
 
 from cnnlab import output_folders, runs
+from cnnlab.bundled import bundled_suite, suite_names
 from cnnlab.config import load_config, read_settings_file
 from cnnlab.errors import CnnlabError, ConfigError, TrainingInterrupted, did_you_mean, shorten
 from cnnlab.experiment import run_experiment
@@ -44,7 +45,11 @@ def load_suite(path: Path, extra_overrides: list[str] | None = None) -> Suite:
     ``extra_overrides`` apply to every experiment, ``extra_overrides`` last."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"Suite file {path} does not exist.")
+        bundled = bundled_suite(str(path))  # `cnnlab suite report001`: a suite shipped inside the package
+        if bundled is None:
+            raise ConfigError(f"Suite file {path} does not exist. Give a suite YAML file, or the name of one that "
+                              f"ships with cnnlab: {', '.join(suite_names())}.")
+        path = bundled
     raw = read_settings_file(path)  # the checks of an experiment file: size, UTF-8, duplicate keys, ...
     unknown = set(raw) - SUITE_KEYS
     if unknown:

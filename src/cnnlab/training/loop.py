@@ -8,13 +8,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from cnnlab import runs
 from cnnlab.data.device_images import DeviceImages
+from cnnlab.training.callbacks import Callback, TrainResult, check_callbacks, notify
 from cnnlab.training.checkpoint import Checkpointer
 from cnnlab.training.divergence import divergence_reason
 from cnnlab.training.early_stopping import EarlyStopper
@@ -28,27 +29,7 @@ from cnnlab.training.step import Augment, TrainingStep
 
 __all__ = ["EarlyStopper", "TrainResult", "fit"]
 
-EpochCallback = Callable[[list[dict]], None]
 LrFactor = Callable[[float], float]  # training progress in epochs -> multiple of the base lr
-
-
-@dataclass
-class TrainResult:
-    """The history and how training ended: "complete", "diverged" or "interrupted" (the reason in words)."""
-
-    history: list[dict] = field(default_factory=list)
-    train_time_s: float = 0.0
-    best_epoch: Optional[int] = None
-    stop_reason: str = ""
-    status: str = "complete"
-    compile_time_s: float = 0.0  # torch.compile's one-time cost, not part of train_time_s
-    checkpoints_written: int = 0
-    checkpoint_time_s: float = 0.0  # time spent writing them (part of train_time_s)
-
-    @property
-    def epochs_completed(self) -> int:
-        """Epochs that ran to the end (a diverged epoch's NaN row does not count)."""
-        return sum(1 for row in self.history if math.isfinite(row["train_loss"]))
 
 
 @dataclass
@@ -63,6 +44,7 @@ class _Run:
     checkpoints: Optional[Checkpointer]
     stop: StopRequest
     show_progress: bool
+    callbacks: list[Any]  # objects with on_epoch_end(row) and/or on_run_end(result) (training/callbacks.py)
     started: float = field(default_factory=time.perf_counter)
     epoch_started: float = field(default_factory=time.perf_counter)
 
@@ -79,7 +61,7 @@ class _Run:
 
 
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
-        recipe: TrainingRecipe, on_epoch_end: EpochCallback | None = None, augment: Augment | None = None,
+        recipe: TrainingRecipe, callbacks: Sequence[Callback] = (), augment: Augment | None = None,
         show_progress: bool = True, plan: ComputePlan | None = None, checkpoints: Checkpointer | None = None,
         resume_from: dict | None = None, stop: StopRequest | None = None) -> TrainResult:
     """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``, as
@@ -88,13 +70,13 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
     Validation evaluates the weights that will be saved (the weight average when `train.ema_decay` is
     set); early stopping restores the best of them when asked. Stops with status "diverged" when the
     loss becomes NaN, infinite or explodes (see `DivergenceGuard`). ``plan`` says the precision, layout
-    and compilation (default: float32, as built). ``on_epoch_end`` gets the history after every
-    completed epoch. With ``checkpoints``, a checkpoint is written after every epoch and whenever one is
-    due within an epoch; when ``stop`` is requested (SIGINT/SIGTERM) one is written at the next step
+    and compilation (default: float32, as built). ``callbacks`` (see `cnnlab.training.callbacks`) get every
+    completed epoch's history row and, once training ends however it ends, the result. With
+    ``checkpoints``, a checkpoint is written after every epoch and whenever one is due within an epoch; when ``stop`` is requested (SIGINT/SIGTERM) one is written at the next step
     boundary and the result has status "interrupted". ``resume_from`` (a checkpoint's state) continues
     that run exactly: on a CPU, the weights, history and predictions are bit for bit those of a run
     that was never interrupted."""
-    settings = recipe.train
+    settings, callbacks = recipe.train, check_callbacks(callbacks)
     plan = plan or ComputePlan(data.device)
     train_step = TrainingStep.from_recipe(model, recipe, plan, data, augment)
     stopper = EarlyStopper(settings.early_stopping) if settings.early_stopping and len(val_indices) else None
@@ -107,18 +89,19 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
         session.load_state_dict(resume_from)
     run = _Run(session, settings, lr_factor_function(recipe.schedule, recipe.optimizer.lr, settings.epochs),
                _steps_per_epoch(len(train_indices), settings.batch_size), val_indices, checkpoints,
-               stop or StopRequest(), show_progress)
+               stop or StopRequest(), show_progress, callbacks)
     while not session.stop_reason and session.epochs_done < settings.epochs:
         if session.progress is None:
             order = torch.randperm(len(train_indices), generator=generator, device=data.device)
             session.progress = EpochProgress.start(session.epochs_done + 1, train_indices[order])
         run.epoch_started = time.perf_counter()
-        outcome = _train_epoch(run) or _end_epoch(run, on_epoch_end)
+        outcome = _train_epoch(run) or _end_epoch(run)
         if outcome is not None:
             return _stopped(run, result, *outcome)
         if run.stop.requested and not session.stop_reason and session.epochs_done < settings.epochs:
             return _stopped(run, result, "interrupted", "")  # (a stop after the last epoch lets the run finish)
     _finish(run, result)
+    notify(run.callbacks, "on_run_end", result)
     return result
 
 
@@ -170,7 +153,7 @@ def _diverged_in_epoch(run: _Run, problem: str) -> tuple[str, str]:
     return "diverged", divergence_reason(problem, progress.epoch, progress.step, run.steps, progress.lr)
 
 
-def _end_epoch(run: _Run, on_epoch_end: EpochCallback | None) -> Optional[tuple[str, str]]:
+def _end_epoch(run: _Run) -> Optional[tuple[str, str]]:
     """Validate (the weights that will be saved), record the row, early stopping, the epoch's checkpoint.
     Returns ("diverged", reason) when the validation loss diverged, else None."""
     session, settings = run.session, run.settings
@@ -185,8 +168,7 @@ def _end_epoch(run: _Run, on_epoch_end: EpochCallback | None) -> Optional[tuple[
     row["epoch_time_s"] = run.epoch_time_s()
     session.history.append(row)
     session.progress, session.epochs_done = None, epoch
-    if on_epoch_end is not None:
-        on_epoch_end(session.history)
+    notify(run.callbacks, "on_epoch_end", row)
     runs.log_line(_epoch_line(row, settings.epochs), run.show_progress)
     problem = session.guard.problem(row["val_loss"]) if validated else None
     if problem is not None:
@@ -214,6 +196,7 @@ def _stopped(run: _Run, result: TrainResult, status: str, reason: str) -> TrainR
         reason = f"interrupted by {run.stop.signal_name()} {where}"
     result.stop_reason = reason
     _count_checkpoints(run, result)
+    notify(run.callbacks, "on_run_end", result)
     return result
 
 
