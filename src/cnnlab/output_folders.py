@@ -27,7 +27,7 @@ OUTPUT_FILES = frozenset(runs.ARTEFACTS + (
     "explore.json", "explore.md", "explore.html", "lr_find.csv", "lr_find.png", "lr_find.json", "augmentation.png"))
 KINDS = {"run": "run directory", "compare": "comparison folder", "suite": "suite folder",
          "explore": "explore folder", "features": "features folder", "lr-find": "lr-find folder",
-         "augment-preview": "augment-preview folder", "seeds": "multi-seed folder"}
+         "augment-preview": "augment-preview folder", "seeds": "multi-seed folder", "tune": "tune study folder"}
 UNFINISHED_STATUSES = ("running", "interrupted")
 
 
@@ -223,6 +223,8 @@ def _written_by_cnnlab(relative: str) -> bool:
     top, _, rest = relative.partition("/")
     if top == runs.FIGURES_DIR:
         return not rest or "/" not in rest and (rest.endswith(".png") or rest.startswith(".") and rest.endswith(".tmp"))
+    if top == runs.TENSORBOARD_DIR:
+        return not rest or "/" not in rest and rest.startswith(runs.TENSORBOARD_EVENTS_PREFIX)
     if rest:
         return False
     if top.startswith(".") and top.endswith(".tmp"):  # an atomic write's temporary file, left by a crash

@@ -42,12 +42,16 @@ HISTORY_FILE = "history.csv"
 PREDICTIONS_FILE = "predictions.npz"
 EXAMPLES_FILE = "examples.npz"
 AUGMENTATION_FILE = "augmentation.npz"
+LEAKAGE_FILE = "leakage.json"  # test images duplicated in the training set (analysis/leakage.py)
+LEAKAGE_EXAMPLES_FILE = "leakage.npz"  # thumbnails of the first such pairs, for the report
 WEIGHTS_FILE = "model.safetensors"
 ENVIRONMENT_FILE = "environment.json"
 SUMMARY_FILE = "summary.txt"
 REPORT_MARKDOWN_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
 FIGURES_DIR = "figures"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files (train.tensorboard, cnnlab tensorboard: report/tensorboard.py)
+TENSORBOARD_EVENTS_PREFIX = "events.out.tfevents."  # how TensorBoard names its event files
 CHECKPOINT_FILE = "checkpoint.pt"  # the latest training checkpoint (training/checkpoint.py)
 PREVIOUS_CHECKPOINT_FILE = "checkpoint-previous.pt"  # the one before, used when the latest cannot be read
 LINK_REFUSED_FOLDERS = (FIGURES_DIR,)  # subfolders of an output: cnnlab never writes through a link by these names
@@ -155,7 +159,8 @@ def _first_line(error: BaseException) -> str:
 
 
 ARTEFACTS = (CONFIG_FILE, METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, EXAMPLES_FILE, AUGMENTATION_FILE,
-             WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, REPORT_MARKDOWN_FILE, REPORT_HTML_FILE)
+             WEIGHTS_FILE, ENVIRONMENT_FILE, SUMMARY_FILE, REPORT_MARKDOWN_FILE, REPORT_HTML_FILE, LEAKAGE_FILE,
+             LEAKAGE_EXAMPLES_FILE)
 
 
 def require_run_dir(path: Path) -> Path:

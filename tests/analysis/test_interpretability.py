@@ -10,7 +10,10 @@ from torch import nn
 from cnnlab import runs
 from cnnlab.config import load_config
 from cnnlab.experiment import run_experiment
-from cnnlab.analysis.interpretability import conv_layer_names, feature_maps, first_layer_kernels, grad_cam, kernel_images
+from cnnlab.analysis.interpretability import (
+    conv_layer_names, feature_maps, feeds_flatten, first_layer_kernels, grad_cam, grad_cam_caveat, kernel_images,
+)
+from cnnlab.models import create_model
 from cnnlab.report.run_report import write_report
 from cnnlab.analysis.trained_run import load_trained_model
 
@@ -106,15 +109,37 @@ def test_report_of_an_mlp_skips_the_kernel_grid(tmp_path):
     assert not (run_dir / "figures" / "kernels.png").exists()
 
 
+def test_grad_cam_caveat_where_the_maps_cannot_mean_much():
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 16, 16)
+    flat = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.1), nn.Flatten(), nn.Linear(1024, 2))
+    assert feeds_flatten(flat, "1") and feeds_flatten(flat, "0")
+    text = grad_cam_caveat(flat, images, "1")
+    assert "feeds Flatten directly" in text and "wrong place" not in text
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                           nn.Linear(4, 2))
+    assert not feeds_flatten(pooled, "1") and grad_cam_caveat(pooled, images, "1") is None
+    strided = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                            nn.Flatten(), nn.Linear(4, 2))
+    text = grad_cam_caveat(strided, torch.randn(2, 3, 32, 32), "1")
+    assert "only 8x8 cells for 32x32-pixel images" in text and "Flatten" not in text
+    assert grad_cam_caveat(pooled, torch.randn(2, 3, 8, 8), "1") is None  # 8x8 maps of 8x8 images: full size
+    built = create_model({"layers": ["Conv2D: 4, 3, 1, same", "Flatten", "Dense: 2"]}, (3, 16, 16), 2).module
+    assert "feeds Flatten directly" in grad_cam_caveat(built, images, conv_layer_names(built)[-1])
+    pooled_built = create_model({"layers": ["Conv2D: 4, 3, 1, same", "MaxPooling: 2, 2", "Flatten", "Dense: 2"]},
+                                (3, 16, 16), 2).module
+    assert not feeds_flatten(pooled_built, conv_layer_names(pooled_built)[-1])
+
+
 def test_kernel_grid_figure_is_colour_for_rgb_kernels():
     from matplotlib.figure import Figure
 
-    from cnnlab.report.plots import plot_kernel_grid
+    from cnnlab.report.image_plots import plot_kernel_grid
 
     figure = plot_kernel_grid(kernel_images(np.random.default_rng(2).normal(size=(20, 3, 3, 3))))
     assert isinstance(figure, Figure)
     mosaic = figure.axes[0].get_images()[0].get_array()
-    assert mosaic.shape == (2 * 3 + 1, 16 * 3 + 15, 3)  # two rows of 16 kernels, 1-pixel gaps, RGB
+    assert mosaic.shape == (2 * 3 + 1, 16 * 3 + 15, 4)  # two rows of 16 kernels, 1-pixel gaps, RGB and alpha
     grey = plot_kernel_grid(kernel_images(np.random.default_rng(3).normal(size=(4, 1, 3, 3))))
     pixels = np.asarray(grey.axes[0].get_images()[0].get_array())
     assert np.allclose(pixels[..., 0], pixels[..., 1])  # grey kernels drawn grey

@@ -14,6 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.ReLU6, nn.Hardswish)
+# Layers that act on each position alone: between a convolution and a Flatten they keep it "directly" feeding it.
+PER_POSITION = (*ACTIVATIONS, nn.Dropout, nn.Dropout2d, nn.BatchNorm2d, nn.Identity)
+# A Grad-CAM map this small (each side, in cells) is a few blobs once stretched over a larger image.
+COARSE_MAP_SIDE = 8
 
 
 def first_layer_kernels(model: nn.Module) -> np.ndarray | None:
@@ -104,6 +108,47 @@ def grad_cam(model: nn.Module, images: torch.Tensor, target_classes: Sequence[in
     peak = cams.flatten(1).max(dim=1).values.view(-1, 1, 1)
     cams = torch.where(peak > 0, cams / peak.clamp_min(1e-12), torch.zeros_like(cams))
     return cams.clamp(0, 1).cpu().numpy().astype(np.float32)
+
+
+def grad_cam_caveat(model: nn.Module, images: torch.Tensor, layer: str) -> str | None:
+    """Why Grad-CAM of ``layer`` cannot mean much for this network, in a sentence for the report, or None.
+
+    Two cases: the layer's map is at most 8x8 cells on a larger image (stretched to the image, it can only
+    say which part, never which object), or the layer feeds Flatten directly. Grad-CAM weighs each channel
+    by its gradient averaged over positions, which is what global pooling does to the gradient; after Flatten
+    every position has its own weights in the next Dense layer, and their average can have the opposite sign
+    of the weights where the object is, so the map lights up the background as readily as the object."""
+    reasons = []
+    height, width = feature_maps(model, images[:1], layer).shape[-2:]
+    if max(height, width) <= COARSE_MAP_SIDE and height * width < images.shape[-2] * images.shape[-1]:
+        reasons.append(f"its feature map is only {height}x{width} cells for {images.shape[-2]}x{images.shape[-1]}-"
+                       "pixel images, so the map shows at best which part of the image, not which object")
+    if feeds_flatten(model, layer):
+        reasons.append("the last convolution feeds Flatten directly: each position has its own weights in the Dense "
+                       "layer after it, and Grad-CAM's average gradient over positions can point away from the object")
+    if not reasons:
+        return None
+    return (f"Grad-CAM cannot mean much for this network (layer {layer}): " + "; and ".join(reasons) + ". Read "
+            "these maps as a rough hint, not as where the network looked; a network with global average pooling "
+            "before its classifier gives maps that can be read.")
+
+
+def feeds_flatten(model: nn.Module, layer: str) -> bool:
+    """True when the first module after ``layer`` that mixes positions is an ``nn.Flatten`` (activations,
+    dropout and batch norm in between act on each position alone)."""
+    modules = list(model.named_modules())
+    names = [name for name, _ in modules]
+    if layer not in names:
+        raise ValueError(f'No layer called "{layer}".')
+    inside = {name for name, _ in modules if name.startswith(layer + ".")}
+    for name, module in modules[names.index(layer) + 1:]:
+        if name in inside or list(module.children()):  # the layer's own parts, and containers: look inside
+            continue
+        if isinstance(module, nn.Flatten):
+            return True
+        if not isinstance(module, PER_POSITION):
+            return False
+    return False
 
 
 def _find_layer(model: nn.Module, layer_name: str) -> nn.Module:

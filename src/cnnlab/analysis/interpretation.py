@@ -23,6 +23,8 @@ from cnnlab.errors import CnnlabError
 PROBABILITY_FLOOR = 1e-7
 # How many leading test images get a prediction bar chart in the report.
 N_PREDICTION_EXAMPLES = 6
+# Fewer epochs (with validation) than this show no trend: "still improving" or "converged" would be guesses.
+MIN_TREND_EPOCHS = 3
 
 
 @dataclass
@@ -233,16 +235,21 @@ def diagnose_curves(history: list[dict[str, float]]) -> str:
     if diverged_at is not None:
         return f"diverged at epoch {epochs[diverged_at]} (loss became NaN/inf)."
     if not validated.any():
-        trend = "still falling" if _is_improving(train) else "flat"
+        trend = ("too few epochs to read a trend" if len(train) < MIN_TREND_EPOCHS
+                 else "still falling" if _is_improving(train) else "flat")
         return (
-            f"no validation data: training loss {trend} at epoch {epochs[-1]} "
-            f"({train[-1]:.4g}); overfitting cannot be judged without a validation split."
+            f"no validation data: training loss {train[-1]:.4g} at epoch {epochs[-1]} ({trend}); "
+            "overfitting cannot be judged without a validation split."
         )
     epochs = [epoch for epoch, kept in zip(epochs, validated) if kept]
     train, val = train[validated], val[validated]
     best = int(np.argmin(val))
     last = len(val) - 1
     minimum, end = val[best], val[last]
+    if len(val) < MIN_TREND_EPOCHS:
+        count = f"{len(val)} epoch{'s' if len(val) > 1 else ''} with validation"
+        return (f"too few epochs to read a trend ({count}; validation loss {end:.4g} at epoch {epochs[last]}): "
+                f"train at least {MIN_TREND_EPOCHS} to tell improving, converged and overfitting apart.")
     if best < last and end > minimum + max(0.02, 0.05 * minimum) and train[last] < train[best]:
         return (
             f"overfitting from epoch {epochs[best]}: validation loss rising while training loss "
@@ -283,9 +290,9 @@ def _first_divergence(train: np.ndarray, val: np.ndarray, validated: np.ndarray)
 
 def _is_improving(losses: np.ndarray) -> bool:
     """True when the last epoch is (near) the best and the loss fell clearly over the
-    last few epochs; a single epoch is too short to have converged."""
-    if len(losses) < 2:
-        return True
+    last few epochs; fewer than MIN_TREND_EPOCHS say nothing either way (False)."""
+    if len(losses) < MIN_TREND_EPOCHS:
+        return False
     window = max(1, min(3, len(losses) // 3))
     before, end = losses[-1 - window], losses[-1]
     near_best = end <= np.nanmin(losses) + 0.01 * abs(np.nanmin(losses))

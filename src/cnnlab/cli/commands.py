@@ -55,9 +55,10 @@ def command_report(args: argparse.Namespace) -> int:
     from cnnlab import runs
     from cnnlab.output_folders import output_kind
     from cnnlab.report.run_report import write_report
+    from cnnlab.analysis.run_index import resolve_run
     from cnnlab.report.seeds_report import write_seeds_report
 
-    run_dir = runs.require_run_dir(args.run_dir)
+    run_dir = runs.require_run_dir(resolve_run(args.run_dir))  # a folder, or a run id from `cnnlab runs`
     if output_kind(run_dir) == "seeds":  # a multi-seed folder: the aggregate's report (each seed has its own)
         markdown, html = write_seeds_report(run_dir)
     else:  # without --worst, the run's config.yaml (analysis.worst_n) decides, read and checked by write_report
@@ -68,9 +69,11 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
+    from cnnlab.analysis.run_index import resolve_run
     from cnnlab.report.comparison import compare_runs
 
-    print(*compare_runs(args.run_dirs, args.out, args.overwrite).values(), sep="\n")
+    run_dirs = [resolve_run(run_dir) for run_dir in args.run_dirs]  # folders, or run ids from `cnnlab runs`
+    print(*compare_runs(run_dirs, args.out, args.overwrite).values(), sep="\n")
     return 0
 
 
@@ -111,12 +114,28 @@ def command_augment_preview(args: argparse.Namespace) -> int:
 
 
 def command_suite(args: argparse.Namespace) -> int:
-    from cnnlab.studies.suite import load_suite, run_suite
+    from cnnlab.studies.suite import WorkerSettings, load_suite, run_suite
+    from cnnlab.studies.suite_workers import run_suite_workers
 
     suite = load_suite(args.suite, args.overrides)
     out = args.out or Path("runs") / f"suite-{suite.name}"
-    written = run_suite(suite, out, data_dir=args.data_dir, show_progress=not args.quiet, overwrite=args.overwrite,
-                        seed_count=args.seeds)
+    try:
+        if args.workers > 1:  # each worker: this command on the same folder, in the session the parent starts
+            command = ["suite", str(args.suite), *args.overrides, "--out", str(out)]
+            command += [*(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+                        *(["--seeds", str(args.seeds)] if args.seeds else []),
+                        *(["--overwrite"] if args.overwrite else []), *(["--quiet"] if args.quiet else []),
+                        *(["--debug"] if getattr(args, "debug", False) else [])]
+            written = run_suite_workers(suite, out, command, args.workers, args.data_dir, not args.quiet,
+                                        args.overwrite, args.seeds)
+        else:  # a worker started by --workers shows what it claims, not training progress
+            settings = WorkerSettings(label=args.worker_label or "", log_claims=not args.quiet)
+            written = run_suite(suite, out, data_dir=args.data_dir, overwrite=args.overwrite, seed_count=args.seeds,
+                                show_progress=not args.quiet and not args.worker_label, worker=settings)
+    except TrainingInterrupted as error:
+        print(paragraph(f"interrupted: {error} Run the same `cnnlab suite` command again to continue: complete "
+                        "experiments are skipped, unfinished ones resumed from their checkpoints."), file=sys.stderr)
+        return 128 + error.signal_number
     print(*written.values(), out, sep="\n")
     return 0
 
@@ -157,6 +176,7 @@ def command_predict(args: argparse.Namespace) -> int:
     from cnnlab import runs
     from cnnlab.analysis.predict import Predictor
     from cnnlab.analysis.prediction_formats import format_predictions, skipped_lines
+    from cnnlab.analysis.run_index import resolve_run
     from cnnlab.errors import shorten
 
     for option, value in (("top-k", args.top_k), ("batch-size", args.batch_size)):
@@ -165,7 +185,8 @@ def command_predict(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.is_dir():
         raise CnnlabError(f"--out {args.out} is a folder: give the file to write, e.g. "
                           f"{args.out / 'predictions.csv'}.")
-    predictions = Predictor.from_run(args.run_dir, device=args.device).predict(args.inputs, args.batch_size)
+    predictor = Predictor.from_run(resolve_run(args.run_dir), device=args.device)  # a folder, or a run id
+    predictions = predictor.predict(args.inputs, args.batch_size)
     if predictions.skipped:
         print(*skipped_lines(predictions.skipped), sep="\n", file=sys.stderr)
     if not len(predictions):
@@ -190,6 +211,47 @@ def command_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_tune(args: argparse.Namespace) -> int:
+    from cnnlab.studies.tune import run_tune
+    from cnnlab.studies.tune_settings import tune_settings
+
+    settings = tune_settings(args.config, args.overrides, args.param, trials=args.trials, metric=args.metric,
+                             storage=args.storage, study=args.study, workers=args.workers, out=args.out,
+                             seed=args.seed, prune=False if args.no_prune else None)
+    try:
+        outcome = run_tune(settings, data_dir=args.data_dir, show_progress=not args.quiet)
+    except TrainingInterrupted as error:  # not `cnnlab train --resume`: the same command continues a study
+        print(paragraph(f"interrupted: {error}"), file=sys.stderr)
+        return 128 + error.signal_number
+    counts = ", ".join(f"{count} {state}" for state, count in outcome.counts.items() if count)
+    best = outcome.best
+    print(f"study {outcome.folder}: {counts or 'no trials'}" + ("" if best is None else
+          f"; best trial {best['number']}: {settings.metric} {best['value']:.4f} with "
+          + ", ".join(f"{key}={value:.4g}" if isinstance(value, float) else f"{key}={value}"
+                      for key, value in best["params"].items())))
+    print(*outcome.paths.values(), sep="\n")
+    return 0
+
+
+def command_runs(args: argparse.Namespace) -> int:
+    from cnnlab.studies.registry import format_runs, list_runs
+
+    found = list_runs(args.folder, args.where, args.sort, args.limit, args.rebuild, args.include_seed_runs)
+    print(format_runs(found, args.folder, filtered=bool(args.where)))
+    return 0
+
+
+def command_tensorboard(args: argparse.Namespace) -> int:
+    from cnnlab import runs
+    from cnnlab.report.tensorboard import convert_runs
+
+    folders = convert_runs(args.run_dirs)
+    print(*folders, sep="\n")
+    logdir = folders[0].parent if len(folders) == 1 else os.path.commonpath([folder.resolve() for folder in folders])
+    runs.log_line(f"view them with: tensorboard --logdir {shlex.quote(str(logdir))}")
+    return 0
+
+
 def resume_command(error: TrainingInterrupted, args: argparse.Namespace) -> str:
     """The command that continues an interrupted run, with the dataset folder it was given."""
     command = f"cnnlab train --resume {shlex.quote(str(error.run_dir))}"
@@ -205,4 +267,5 @@ def paragraph(text: str) -> str:
 COMMANDS = {"train": command_train, "report": command_report, "compare": command_compare,
             "summary": command_summary, "models": command_models, "explore": command_explore,
             "suite": command_suite, "augment-preview": command_augment_preview, "lr-find": command_lr_find,
-            "features": command_features, "predict": command_predict, "export": command_export}
+            "features": command_features, "predict": command_predict, "export": command_export,
+            "tune": command_tune, "runs": command_runs, "tensorboard": command_tensorboard}

@@ -4,6 +4,7 @@ options several commands share as parent parsers, and the examples shown by `cnn
 from __future__ import annotations
 
 import argparse
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ EPILOG = """examples:
   cnnlab augment-preview keras/cifar10/model9           originals beside augmented images
   cnnlab suite report000-keras-mnist                    a whole report's study, then one comparison
 
+  cnnlab runs --sort -test_accuracy                     your runs, with ids usable wherever a run folder is
+  cnnlab tune digits --param optimizer.lr=loguniform:1e-4:1e-1 --trials 20 --workers 2   Optuna on validation
+  cnnlab tensorboard runs/RUN                           TensorBoard event files for a trained run
+  torchrun --nproc-per-node=2 -m cnnlab train CONFIG    one run on two processes (data-parallel)
+
   cnnlab lr-find keras/cifar10/model9 --out runs/lrf    loss against learning rate, with a suggested lr
   cnnlab features runs/RUN --dataset digits             kNN and linear probe on a run's penultimate features
   cnnlab features efficientnet-lite0 --dataset cifar10-jpeg --out runs/feat   the same for a pretrained backbone
@@ -37,6 +43,7 @@ exit codes: 0 done; 2 a usage error or bad input (one paragraph names the file o
 the traceback); 3 training diverged; 130 / 143 interrupted by Ctrl-C (SIGINT) / SIGTERM, checkpoint kept."""
 
 
+MAX_WORKERS = 64
 MAX_SEED_COUNT = 100  # training.settings.MAX_SEEDS, not imported: `cnnlab --help` loads no stage
 DATA_DIR_HELP = "where datasets are found (default: $CNNLAB_DATA, then ~/.cache/cnnlab)"
 SEEDS_HELP = ("train {what} with N seeds, train.seed, train.seed+1, ... (0..N-1 by default; sets train.seeds) "
@@ -64,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     shared = _shared_options()
     for add_command in (_add_train, _add_report, _add_compare, _add_summary, _add_models, _add_explore,
-                        _add_augment_preview, _add_suite, _add_lr_find, _add_features, _add_predict, _add_export):
+                        _add_augment_preview, _add_suite, _add_lr_find, _add_features, _add_predict, _add_export,
+                        _add_tune, _add_runs, _add_tensorboard):
         add_command(commands, shared)
     return parser
 
@@ -107,7 +115,7 @@ def _add_train(commands: Any, shared: SharedOptions) -> None:
 def _add_report(commands: Any, shared: SharedOptions) -> None:
     report = commands.add_parser("report", parents=[shared.debug],
                                  help="rebuild report.md and report.html from a run directory")
-    report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
+    report.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train, or its id (cnnlab runs)")
     report.add_argument("--worst", type=_worst_count, default=None,
                         help="how many worst-classified images to show, 1 to 50 (default: the config's analysis.worst_n)")
 
@@ -115,7 +123,7 @@ def _add_report(commands: Any, shared: SharedOptions) -> None:
 def _add_compare(commands: Any, shared: SharedOptions) -> None:
     compare = commands.add_parser("compare", parents=[shared.debug, shared.overwrite],
                                   help="compare finished runs: table and overlaid validation curves")
-    compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories")
+    compare.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories, or their ids (cnnlab runs)")
     compare.add_argument("--out", type=Path, required=True, help="folder for comparison.csv/.md/.html")
 
 
@@ -160,7 +168,7 @@ def _add_suite(commands: Any, shared: SharedOptions) -> None:
         help="run a whole study: several experiments, then one comparison report",
         description="Run every experiment of SUITE.yaml in order (one run directory each, complete ones skipped), "
                     "then write the comparison (and the sweep table for a sweep suite). KEY=VALUE overrides apply "
-                    "to every experiment.")
+                    "to every experiment. With --workers K, K processes share the experiments.")
     suite.add_argument("suite", type=Path, help="suite YAML file, or the name of a suite that ships with cnnlab "
                                                 "(`cnnlab models` lists them)")
     suite.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every experiment, e.g. train.epochs=2")
@@ -168,6 +176,12 @@ def _add_suite(commands: Any, shared: SharedOptions) -> None:
     suite.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
     suite.add_argument("--quiet", action="store_true", help="no progress output, only the written files")
     suite.add_argument("--seeds", type=_seed_count, metavar="N", help=SEEDS_HELP.format(what="every experiment"))
+    suite.add_argument("--workers", type=_worker_count, default=1, metavar="K",
+                       help="run the experiments in K processes (on GPUs each gets its own device, round-robin over "
+                            "the visible ones). Each experiment is claimed before it runs, so it runs once; more "
+                            "`cnnlab suite` commands on the same --out (other terminals, machines sharing the folder) "
+                            "join in the same way, and a claim whose process died is taken over")
+    suite.add_argument("--worker-label", help=argparse.SUPPRESS)  # set by --workers: a worker's name in messages
 
 
 def _add_lr_find(commands: Any, shared: SharedOptions) -> None:
@@ -218,7 +232,7 @@ def _add_predict(commands: Any, shared: SharedOptions) -> None:
                     "or every image in a FOLDER or archive, prepare it the way RUN_DIR's training images were "
                     "(channels, size, normalisation; the run's test-time views when it used them) and print the "
                     "top-K classes with their probabilities. Unreadable files are listed and skipped.")
-    predict.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train")
+    predict.add_argument("run_dir", type=Path, help="a run directory written by cnnlab train, or its id (cnnlab runs)")
     predict.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_FOLDER",
                          help="image files, folders of images, or .zip/.tar archives of images")
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (default 3)")
@@ -246,6 +260,81 @@ def _add_export(commands: Any, shared: SharedOptions) -> None:
     export.add_argument("--no-check", action="store_true", help="skip the check against PyTorch")
 
 
+def _add_tune(commands: Any, shared: SharedOptions) -> None:
+    tune = commands.add_parser(
+        "tune", parents=[shared.debug, shared.data_dir],
+        help="search hyperparameters with Optuna: each trial a run folder, compared on validation; report, best.yaml",
+        description="Train CONFIG once per trial with values Optuna draws for each --param, compare the trials on "
+                    "their validation metric (never the test set), stop hopeless ones early (median pruner) and "
+                    "write the study's report and the best config (best.yaml) into --out. CONFIG may also be a tune "
+                    "file (YAML with run:, params:, trials:, ...). The study is kept in SQLite in --out, or in "
+                    "--storage: the same command run again, on this machine or others, continues or joins it until "
+                    "it holds --trials trials. See docs/tune.md.")
+    tune.add_argument("config", help="experiment YAML file, an example's name (digits), a zoo name, or a tune file")
+    tune.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                      help="dotted overrides of every trial, e.g. train.epochs=10")
+    tune.add_argument("--param", action="append", default=[], metavar="KEY=SPEC",
+                      help="a parameter to search: KEY=loguniform:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH[:STEP], "
+                           "logint:LOW:HIGH or choice:A,B,C (repeat for several)")
+    tune.add_argument("--trials", type=_positive, metavar="N", help="trials the study runs in all (default 20)")
+    tune.add_argument("--metric", choices=("val_accuracy", "val_loss"), help="the validation metric compared "
+                      "(default val_accuracy, maximised; val_loss is minimised)")
+    tune.add_argument("--storage", metavar="URL", help="the study's database, any SQLAlchemy URL, e.g. "
+                      "postgresql+psycopg://user:password@host/db (default: sqlite:///OUT/study.db)")
+    tune.add_argument("--study", metavar="NAME", help="the study's name in the storage (default: the config's name)")
+    tune.add_argument("--workers", type=_positive, metavar="K", help="worker processes on this machine (default 1)")
+    tune.add_argument("--out", type=Path, help="study folder (default: runs/tune-<study>)")
+    tune.add_argument("--seed", type=int, help="sampler seed (worker k of this command uses seed + k)")
+    tune.add_argument("--no-prune", action="store_true", help="run every trial to its end (no median pruner)")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars, only a line per trial")
+
+
+def _add_runs(commands: Any, shared: SharedOptions) -> None:
+    listing = commands.add_parser(
+        "runs", parents=[shared.debug],
+        help="the table of your runs: id, name, dataset, model, seeds, status, test accuracy, time, date",
+        description="List the runs and multi-seed folders under FOLDER from its run index (FOLDER/index.sqlite: "
+                    "built when missing, updated when a run finishes, checked against the folders on every "
+                    "listing). A run's id (8 hex digits, from its folder's path) can be given to compare, report "
+                    "and predict instead of its folder.")
+    listing.add_argument("folder", nargs="?", type=Path, default=Path("runs"), help="folder of runs (default: runs)")
+    listing.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                         help="keep runs where KEY=VALUE (or !=, <, <=, >, >=; * and ? match any text), e.g. "
+                              "dataset=mnist, name=keras-*, test_accuracy>=0.9; repeat to combine")
+    listing.add_argument("--sort", metavar="[-]KEY[,...]", help="sort by KEY (-KEY: descending), e.g. -test_accuracy "
+                                                               "or dataset,-date (default: newest first)")
+    listing.add_argument("--limit", type=int, metavar="N", help="show at most N runs")
+    listing.add_argument("--rebuild", action="store_true", help="rebuild the index from the folders (runs copied "
+                                                                "or moved in, or made by an older cnnlab)")
+    listing.add_argument("--all", action="store_true", dest="include_seed_runs",
+                         help="also list each seed's run inside multi-seed folders")
+    # `--sort -test_accuracy`: argparse would take "-test_accuracy" for an option; as a "negative number" it
+    # is a value (this parser has no option that looks like one)
+    listing._negative_number_matcher = re.compile(r"-\d+$|-\d*\.\d+$|-[A-Za-z_][A-Za-z_,+-]*$")
+
+
+def _add_tensorboard(commands: Any, shared: SharedOptions) -> None:
+    tensorboard = commands.add_parser(
+        "tensorboard", parents=[shared.debug],
+        help="write TensorBoard event files for runs already trained (curves, confusion matrix, hyperparameters)",
+        description="Write each RUN_DIR's TensorBoard events into RUN_DIR/tensorboard/ from its history.csv, "
+                    "metrics.json, predictions.npz and config.yaml (the same events train.tensorboard=true writes "
+                    "while training), replacing the event files written there before; a multi-seed folder "
+                    "converts each seed's run. Then: tensorboard --logdir runs. Needs `pip install cnnlab[tensorboard]`.")
+    tensorboard.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                             help="run directories written by cnnlab train (or multi-seed folders)")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def _seed_count(text: str) -> int:
     try:
         value = int(text)
@@ -253,6 +342,16 @@ def _seed_count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number of seeds, not {text!r}") from None
     if not 1 <= value <= MAX_SEED_COUNT:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_SEED_COUNT} seeds")
+    return value
+
+
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of worker processes, not {text!r}") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_WORKERS} worker processes")
     return value
 
 

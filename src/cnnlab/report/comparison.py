@@ -1,6 +1,8 @@
 """A side-by-side comparison of finished runs, built from their run directories alone:
 comparison.csv, comparison.md and a self-contained comparison.html with overlaid validation
-curves, one confusion matrix per run and their worst-classified images in one table.
+curves, one row-normalised confusion matrix per run (all on one 0-1 scale, two to a row on a wide screen)
+and their worst-classified images in one table; each run's name links its own report (a relative link, so
+the folders can move together).
 
 A multi-seed folder (`cnnlab.studies.seeds`) is compared as one run: its test accuracy and loss as
 "mean ± std (n seeds)", its curves the mean over the seeds, its confusion matrix and worst images its
@@ -8,6 +10,7 @@ first seed's."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -17,8 +20,8 @@ from cnnlab.analysis.seed_runs import is_seed_aggregate, load_seed_aggregate
 from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
 from cnnlab.report.document import (
-    Block, Callout, FigureWriter, Heading, ImageRow, Table, format_integer, format_number, format_percent,
-    format_probability, format_value, render_html, render_markdown,
+    Block, Callout, Contents, FigureWriter, Heading, ImageRow, Inline, KeyFigures, Link, Paragraph, Table,
+    format_integer, format_number, format_percent, format_probability, format_value, render_html, render_markdown,
 )
 from cnnlab.report.seeds_report import format_mean_std
 
@@ -28,10 +31,12 @@ SEED_COLUMNS = ["test_accuracy_std", "test_loss_std", "n_seeds"]  # only when a 
 
 
 def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | None = None,
-                     failed: Mapping[str, str] | None = None) -> dict[str, Path]:
+                     failed: Mapping[str, str] | None = None, title: str | None = None,
+                     description: str = "") -> dict[str, Path]:
     """Compare finished runs side by side: comparison.csv, comparison.md and
     comparison.html (with figures) in ``out_dir``. Returns their paths by kind. ``failed`` (label: why)
-    adds a row for each experiment that did not finish, with a status column saying why."""
+    adds a row for each experiment that did not finish, with a status column saying why. ``title`` and
+    ``description`` (a suite's name and description) head the page."""
     if not run_dirs:
         raise CnnlabError("Give at least one run directory to compare.")
     loaded = [load_for_comparison(run_dir) for run_dir in run_dirs]
@@ -47,7 +52,10 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     paths = {"csv": out_dir / "comparison.csv", "md": out_dir / "comparison.md", "html": out_dir / "comparison.html"}
     runs.write_csv_atomic(paths["csv"], rows, columns)
     figures = FigureWriter(out_dir)
-    blocks: list[Block] = [Heading(f"Comparison of {len(loaded)} runs", 1), _comparison_table(rows, has_reported)]
+    reports = [_report_link(run.run_dir, out_dir) for run in loaded] + [None] * len(failed or {})
+    blocks: list[Block] = [Heading(title or f"Comparison of {len(loaded)} runs", 1)]
+    blocks += [Paragraph(description)] if description else []
+    blocks += [_key_figures(run_rows), Contents(), Heading("Runs"), _comparison_table(rows, has_reported, reports)]
     if len({row["dataset"] for row in run_rows}) > 1:
         blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
     histories = {label: run.history for label, run in zip(labels, loaded)}
@@ -59,16 +67,38 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
         figures.add(f"compare_{metric}", lambda: plots.plot_comparison_curves(histories, metric), caption)
         for metric, caption in (("val_accuracy", "Validation accuracy"), ("val_loss", "Validation loss"))
     ])]
-    blocks += [Heading("Confusion matrices"), ImageRow([
-        figures.add(f"compare_confusion_{number}", lambda: plots.plot_confusion(
-            run.interpretation.confusion(), run.interpretation.class_names, title=label), label)
+    blocks += [Heading("Confusion matrices"),
+               Paragraph("Each row divided by its total, every matrix on the same 0 to 1 colour scale."), ImageRow([
+        figures.add(f"compare_confusion_{number}", lambda label=label, run=run: plots.plot_confusion(
+            run.interpretation.confusion(normalize=True), run.interpretation.class_names, normalize=True,
+            title=label), label)
         for number, (label, run) in enumerate(zip(_seed_labels(labels, loaded), loaded), start=1)
     ])]
     blocks += [Heading(f"{COMPARISON_WORST_N} worst classified images"),
                _worst_side_by_side(_seed_labels(labels, loaded), loaded)]
     runs.write_text_atomic(paths["md"], render_markdown(blocks))
-    runs.write_text_atomic(paths["html"], render_html(blocks, "cnnlab comparison", figures.pngs))
+    page_title = title or "cnnlab comparison"
+    runs.write_text_atomic(paths["html"], render_html(blocks, page_title, figures.pngs, wide=True))
     return paths
+
+
+def _report_link(run_dir: Path, out_dir: Path) -> Link | None:
+    """A link from the comparison's folder to the run's own report.html, relative; None when there is none."""
+    report = Path(run_dir) / runs.REPORT_HTML_FILE
+    if not report.is_file():
+        return None
+    return Link("report", Path(os.path.relpath(report.resolve(), Path(out_dir).resolve())).as_posix())
+
+
+def _key_figures(run_rows: list[dict[str, Any]]) -> KeyFigures:
+    """The number of runs and the best test accuracy, at the top of the page."""
+    scored = [row for row in run_rows if row.get("test_accuracy") is not None]
+    items = [("Runs", str(len(run_rows)))]
+    if scored:
+        best = max(scored, key=lambda row: row["test_accuracy"])
+        items += [("Best test accuracy", format_percent(best["test_accuracy"])), ("Best run", str(best["model"]))]
+    datasets = sorted({str(row["dataset"]) for row in run_rows})
+    return KeyFigures(items + [("Dataset" if len(datasets) == 1 else "Datasets", ", ".join(datasets))])
 
 
 def _comparison_labels(loaded: list[RunFiles], labels: list[str] | None) -> list[str]:
@@ -118,15 +148,15 @@ def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
     }
 
 
-def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
+def _comparison_table(rows: list[dict[str, Any]], has_reported: bool, reports: list[Link | None]) -> Table:
     headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
     if any(row.get("n_seeds") is not None for row in rows):
         headers[4:6] = ["Test loss (mean ± std, seeds)", "Test accuracy (mean ± std in pp, seeds)"]
     headers += ["Reported accuracy"] if has_reported else []
     has_failed = any(row["status"] != "complete" for row in rows)
-    cells = []
-    for row in rows:
-        line = [row["model"], format_value(row.get("dataset")), format_integer(row.get("params")),
+    cells: list[list[Inline]] = []
+    for row, report in zip(rows, reports):
+        line: list[Inline] = [row["model"], format_value(row.get("dataset")), format_integer(row.get("params")),
                 format_value(row.get("epochs")), format_number(row.get("test_loss")),
                 format_percent(row.get("test_accuracy"))]
         if row.get("n_seeds") is not None:  # a multi-seed run: mean ± sample std over its seeds
@@ -135,8 +165,8 @@ def _comparison_table(rows: list[dict[str, Any]], has_reported: bool) -> Table:
         if has_reported:
             line.append(_format_reported(row.get("reported_accuracy"), row.get("reported_accuracy_kind")))
         line += [format_number(row.get("train_time_s"), 2)]
-        cells.append(line + ([row["status"]] if has_failed else []))
-    return Table(headers + ["Training time (s)"] + (["Status"] if has_failed else []), cells)
+        cells.append(line + ([row["status"]] if has_failed else []) + [report or ""])
+    return Table(headers + ["Training time (s)"] + (["Status"] if has_failed else []) + ["Report"], cells)
 
 
 def _format_reported(value: Any, kind: Any) -> str:

@@ -1,97 +1,33 @@
-"""A report as a list of plain blocks, rendered to Markdown and to one self-contained
-HTML file (figures embedded as base64 data URIs, every text escaped); the figure
-writer and number formats the reports share."""
+"""A report as a list of plain blocks (``cnnlab.report.blocks``), rendered to Markdown here and to one
+self-contained HTML file by ``cnnlab.report.html_page`` (figures embedded as data URIs, every text escaped);
+the figure writer and number formats the reports share. The blocks and ``render_html`` are importable from
+here, the one module reports need."""
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Sequence, Union
 
 from cnnlab import runs
 from cnnlab.report import plots
+from cnnlab.report.blocks import (
+    Block, BulletList, Callout, Cell, Contents, Gallery, Heading, Image, ImageRow, Inline, KeyFigures, Link,
+    Paragraph, Preformatted, Table, Thumbnail,
+)
+from cnnlab.report.html_page import link_target, render_html
 
-
-@dataclass
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass
-class Paragraph:
-    text: str
-
-
-@dataclass
-class Callout:
-    """A boxed message; ``kind`` is "warning" or "note"."""
-
-    text: str
-    kind: str = "note"
-
-
-@dataclass
-class BulletList:
-    items: list[str]
-    ordered: bool = False
-
-
-@dataclass
-class Table:
-    headers: list[str]
-    rows: list[list[str]]
-    # Optional (label, span) pairs drawn as a header row above ``headers``.
-    groups: list[tuple[str, int]] = field(default_factory=list)
-
-
-@dataclass
-class Image:
-    """A figure by its path relative to the document, e.g. ``figures/history.png``."""
-
-    path: str
-    caption: str
-
-
-@dataclass
-class ImageRow:
-    images: list[Union[Image, Callout]]  # a figure that could not be drawn is a Callout in its place
-
-
-@dataclass
-class Preformatted:
-    text: str
-
-
-Block = Union[Heading, Paragraph, Callout, BulletList, Table, Image, ImageRow, Preformatted]
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
-       color: #222; line-height: 1.45; }
-h1 { border-bottom: 2px solid #ccc; padding-bottom: .2em; }
-h2 { border-bottom: 1px solid #ddd; margin-top: 1.8em; }
-table { border-collapse: collapse; margin: .8em 0; font-size: .9em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
-th { background: #f3f3f3; }
-tr:nth-child(even) td { background: #fafafa; }
-pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: .85em; }
-figure { margin: .8em 0; display: inline-block; vertical-align: top; }
-figcaption { font-size: .85em; color: #555; }
-img { max-width: 100%; }
-.row { display: flex; flex-wrap: wrap; gap: 1em; }
-.callout { padding: .8em 1em; border-radius: 4px; margin: 1em 0; }
-.warning { background: #fdecea; border-left: 6px solid #c0392b; }
-.note { background: #eef5fb; border-left: 6px solid #2e86c1; }
-"""
+__all__ = ["Block", "BulletList", "Callout", "Cell", "Contents", "FigureWriter", "Gallery", "Heading", "Image",
+           "ImageRow", "Inline", "KeyFigures", "Link", "Paragraph", "Preformatted", "Table", "Thumbnail",
+           "format_integer", "format_number", "format_percent", "format_probability", "format_seconds",
+           "format_value", "markdown_text", "render_html", "render_markdown"]
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
-    """The blocks as Markdown; text that is not valid Unicode (undecodable folder names) shown escaped."""
-    parts = [_markdown_block(block) for block in blocks]
+    """The blocks as Markdown; text that is not valid Unicode (undecodable folder names) shown escaped. The
+    table of contents is the HTML page's alone (Markdown viewers make their own)."""
+    parts = [text for text in (_markdown_block(block) for block in blocks) if text]
     return plots.unicode_safe("\n\n".join(parts) + "\n")
 
 
@@ -99,13 +35,13 @@ def _markdown_block(block: Block) -> str:
     if isinstance(block, Heading):
         return "#" * block.level + " " + markdown_text(block.text)
     if isinstance(block, Paragraph):
-        return markdown_text(block.text)
+        return markdown_inline(block.text)
     if isinstance(block, Callout):
         label = "Warning" if block.kind == "warning" else "Note"
         return f"> **{label}:** {markdown_text(block.text)}"
     if isinstance(block, BulletList):
         marks = [f"{i}." if block.ordered else "-" for i in range(1, len(block.items) + 1)]
-        return "\n".join(f"{mark} {markdown_text(item)}" for mark, item in zip(marks, block.items))
+        return "\n".join(f"{mark} {markdown_inline(item)}" for mark, item in zip(marks, block.items))
     if isinstance(block, Table):
         return _markdown_table(block)
     if isinstance(block, Image):
@@ -115,6 +51,12 @@ def _markdown_block(block: Block) -> str:
     if isinstance(block, Preformatted):
         fence = "````" if "```" in block.text else "```"
         return f"{fence}\n{block.text.rstrip()}\n{fence}"
+    if isinstance(block, KeyFigures):
+        return " · ".join(f"**{markdown_text(label)}:** {markdown_text(value)}" for label, value in block.items)
+    if isinstance(block, Contents):
+        return ""
+    if isinstance(block, Gallery):
+        return "Images (in report.html): " + "; ".join(markdown_text(item.caption) for item in block.items)
     raise TypeError(f"unknown block {type(block).__name__}")
 
 
@@ -127,7 +69,8 @@ def _markdown_table(table: Table) -> str:
     lines = ["| " + " | ".join(markdown_text(cell) for cell in headers) + " |"]
     lines.append("|" + "|".join("---" for _ in headers) + "|")
     for row in table.rows:
-        lines.append("| " + " | ".join(markdown_text(cell) for cell in row) + " |")
+        lines.append("| " + " | ".join(markdown_inline(cell.content if isinstance(cell, Cell) else cell)
+                                        for cell in row) + " |")
     return "\n".join(lines)
 
 
@@ -143,63 +86,16 @@ def markdown_text(text: object) -> str:
     return value.replace("\n", " ")
 
 
-def render_html(blocks: Sequence[Block], title: str, images: Mapping[str, bytes]) -> str:
-    """A standalone page; ``images`` maps each Image path to its PNG bytes. Every text is escaped, and
-    text that is not valid Unicode (undecodable folder names) is shown escaped."""
-    body = plots.unicode_safe("\n".join(_html_block(block, images) for block in blocks))
-    title = plots.unicode_safe(title)
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def _html_block(block: Block, images: Mapping[str, bytes]) -> str:
-    escape = html.escape
-    if isinstance(block, Heading):
-        return f"<h{block.level}>{escape(block.text)}</h{block.level}>"
-    if isinstance(block, Paragraph):
-        return f"<p>{escape(block.text)}</p>"
-    if isinstance(block, Callout):
-        kind = "warning" if block.kind == "warning" else "note"
-        return f'<div class="callout {kind}">{escape(block.text)}</div>'
-    if isinstance(block, BulletList):
-        tag = "ol" if block.ordered else "ul"
-        items = "".join(f"<li>{escape(item)}</li>" for item in block.items)
-        return f"<{tag}>{items}</{tag}>"
-    if isinstance(block, Table):
-        return _html_table(block)
-    if isinstance(block, Image):
-        return _html_image(block, images)
-    if isinstance(block, ImageRow):
-        return '<div class="row">' + "".join(_html_image(image, images) if isinstance(image, Image)
-                                            else _html_block(image, images) for image in block.images) + "</div>"
-    if isinstance(block, Preformatted):
-        return f"<pre>{escape(block.text.rstrip())}</pre>"
-    raise TypeError(f"unknown block {type(block).__name__}")
-
-
-def _html_table(table: Table) -> str:
-    escape = html.escape
-    head = ""
-    if table.groups:
-        head = "<tr>" + "".join(f'<th colspan="{span}">{escape(label)}</th>' for label, span in table.groups) + "</tr>"
-    head += "<tr>" + "".join(f"<th>{escape(str(name))}</th>" for name in table.headers) + "</tr>"
-    body = "".join("<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in table.rows)
-    return f"<table><thead>{head}</thead><tbody>{body}</tbody></table>"
-
-
-def _html_image(image: Image, images: Mapping[str, bytes]) -> str:
-    caption = html.escape(image.caption)
-    png = images.get(image.path)
-    if png is None:
-        return f"<figure><figcaption>{caption} (figure missing)</figcaption></figure>"
-    data = base64.b64encode(png).decode("ascii")
-    return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{caption}">'
-        f"<figcaption>{caption}</figcaption></figure>"
-    )
+def markdown_inline(content: Inline) -> str:
+    """Inline content as Markdown: a link to another file as a link (its path percent-encoded), a link
+    within the page as its text alone (Markdown headings carry no ids of ours)."""
+    if isinstance(content, list):
+        return "".join(markdown_inline(part) for part in content)
+    if isinstance(content, Link):
+        if content.href.startswith("#"):
+            return markdown_text(content.text)
+        return f"[{markdown_text(content.text)}]({link_target(content.href)})"
+    return markdown_text(content)
 
 
 class FigureWriter:

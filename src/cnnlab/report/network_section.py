@@ -11,12 +11,14 @@ import numpy as np
 import torch
 
 from cnnlab import runs
-from cnnlab.analysis.interpretability import conv_layer_names, feature_maps, first_layer_kernels, grad_cam, kernel_images
+from cnnlab.analysis.interpretability import (
+    conv_layer_names, feature_maps, first_layer_kernels, grad_cam, grad_cam_caveat, kernel_images,
+)
 from cnnlab.analysis.run_files import RunFiles, lookup_images
 from cnnlab.analysis.trained_run import TrainedModel, load_trained_model
 from cnnlab.errors import CnnlabError
-from cnnlab.report import plots
-from cnnlab.report.document import Block, Callout, FigureWriter, Heading, Paragraph, format_probability
+from cnnlab.report import image_plots
+from cnnlab.report.document import Block, Callout, FigureWriter, Heading, Paragraph
 
 # Grad-CAM runs on at most this many of the worst images, so the report stays quick.
 MAX_GRAD_CAM_IMAGES = 10
@@ -43,7 +45,7 @@ def network_section(run: RunFiles, figures: FigureWriter) -> list[Block]:
                                 "there are no kernels to show as pictures."))
     else:
         colour = "in colour (red, green, blue weights)" if kernels.shape[1] == 3 else "in grey"
-        blocks.append(figures.add("kernels", lambda: plots.plot_kernel_grid(kernel_images(kernels)),
+        blocks.append(figures.add("kernels", lambda: image_plots.plot_kernel_grid(kernel_images(kernels)),
                                   f"The {len(kernels)} first-layer kernels ({kernels.shape[2]}x{kernels.shape[3]}) "
                                   f"{colour}, each scaled to its own range: light = large weight"))
     if not conv_layer_names(trained.module):
@@ -64,7 +66,7 @@ def _feature_maps(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -
     captions = [f"#{index}: {interpretation.class_names[interpretation.labels[index]]}" for index in wanted[found]]
     caption = (f"What the first convolutional layer ({layer}) responds to: its first {maps.shape[1]} channels "
                "for the first test images (bright = strong response)")
-    return [figures.add("feature_maps", lambda: plots.plot_feature_maps(images, maps, captions, layer), caption)]
+    return [figures.add("feature_maps", lambda: image_plots.plot_feature_maps(images, maps, captions, layer), caption)]
 
 
 def _grad_cam(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> list[Block]:
@@ -81,18 +83,19 @@ def _grad_cam(run: RunFiles, trained: TrainedModel, figures: FigureWriter) -> li
     predicted = [names.index(row["predicted"]) for row in rows]
     true = [names.index(row["true"]) for row in rows]
     layer = conv_layer_names(trained.module)[-1]
-    captions = [f"#{row['index']} true {row['true']}\npred {row['predicted']}, p(true)={format_probability(row['p_true'])}"
-                for row in rows]
+    captions = [image_plots.example_caption(row) for row in rows]
 
     def figure():
         cams = [grad_cam(trained.module, inputs, predicted, layer), grad_cam(trained.module, inputs, true, layer)]
-        return plots.plot_grad_cam(images, cams, ["for predicted", "for true class"], captions)
+        return image_plots.plot_grad_cam(images, cams, ["for predicted", "for true class"], captions)
 
-    return [
-        Paragraph(f"Grad-CAM on the {len(rows)} worst-classified test images (layer {layer}): red marks the "
-                  "regions whose activations raised the score of the predicted (wrong) class, and, below, of the "
-                  "true class. A map on the background or on a neighbouring object says the network looked in "
-                  "the wrong place; a map on the object says it looked right but read it wrongly."),
-        figures.add("grad_cam", figure, "Columns: worst-classified images; rows: the image, Grad-CAM for the "
-                                        "predicted class, Grad-CAM for the true class"),
-    ]
+    caveat = grad_cam_caveat(trained.module, inputs, layer)
+    intro = (f"Grad-CAM on the {len(rows)} worst-classified test images (layer {layer}): red marks the regions "
+             "whose activations raised the score of the predicted (wrong) class, and, below, of the true class")
+    reading = ("." if caveat else ". A map on the background or on a neighbouring object says the network looked "
+               "in the wrong place; a map on the object says it looked right but read it wrongly.")
+    blocks: list[Block] = [Paragraph(intro + reading)]
+    if caveat:
+        blocks.append(Callout(caveat, "warning"))
+    return blocks + [figures.add("grad_cam", figure, "Columns: worst-classified images; rows: the image, Grad-CAM "
+                                                     "for the predicted class, Grad-CAM for the true class")]

@@ -13,16 +13,18 @@ from typing import Any
 import numpy as np
 import yaml
 
-from cnnlab import runs
-from cnnlab.analysis.interpretation import N_PREDICTION_EXAMPLES, Interpretation, describe_confused, diagnose_curves
+from cnnlab import output_folders, runs
+from cnnlab.analysis.interpretation import N_PREDICTION_EXAMPLES, Interpretation, diagnose_curves
 from cnnlab.analysis.run_files import RunFiles, load_run, lookup_images, read_augmentation
 from cnnlab.errors import CnnlabError
-from cnnlab.report import plots
+from cnnlab.report import image_plots, plots
+from cnnlab.report.confusion_gallery import confusion_section, gallery_section, pair_galleries
 from cnnlab.report.document import (
-    Block, BulletList, Callout, FigureWriter, Heading, ImageRow, Paragraph, Preformatted, Table,
+    Block, BulletList, Callout, Contents, FigureWriter, Heading, KeyFigures, Link, Paragraph, Preformatted, Table,
     format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
+from cnnlab.report.leakage_section import leakage_section
 from cnnlab.report.network_section import network_section
 
 GRID_COLUMNS = 5
@@ -39,13 +41,17 @@ def write_report(run_dir: Path, worst_n: int | None = None) -> tuple[Path, Path]
     run = load_run(run_dir)
     worst_n = worst_n if worst_n is not None else _configured_worst_n(run)
     figures = FigureWriter(run.run_dir)
-    blocks = _header(run) + _headline(run) + _curves(run, figures) + _augmentation(run, figures)
+    blocks = _header(run) + [Contents()] + _headline(run) + _curves(run, figures) + _augmentation(run, figures)
     if run.interpretation is None:
         blocks.append(Callout(f"No {runs.PREDICTIONS_FILE}: the test-set sections are skipped."))
     else:
-        blocks += _per_class(run.interpretation, figures) + _confusion(run.interpretation, figures)
+        galleries = pair_galleries(run.interpretation, run.examples)
+        blocks += _per_class(run.interpretation, figures)
+        blocks += confusion_section(run.interpretation, figures, galleries)
         blocks += _examples(run, figures, worst_n)
         blocks += _network_section(run, figures)
+        blocks += gallery_section(run.interpretation, galleries, run.examples is not None)
+    blocks += leakage_section(run, figures)
     blocks += _appendix(run)
     title = f"cnnlab report: {run.metrics.get('name', run.run_dir.name)}"
     markdown_path = run.run_dir / runs.REPORT_MARKDOWN_FILE
@@ -81,15 +87,8 @@ def _network_section(run: RunFiles, figures: FigureWriter) -> list[Block]:
 def _header(run: RunFiles) -> list[Block]:
     metrics = run.metrics
     status = str(metrics.get("status", "unknown"))
-    blocks: list[Block] = [
-        Heading(f"Report: {metrics.get('name', run.run_dir.name)}", 1),
-        Table(["Run", "Value"], [
-            ["Name", format_value(metrics.get("name"))],
-            ["Dataset", format_value(metrics.get("dataset"))],
-            ["Model", format_value(metrics.get("model"))],
-            ["Status", status],
-        ]),
-    ]
+    blocks: list[Block] = [Heading(f"Report: {metrics.get('name', run.run_dir.name)}", 1), _key_figures(run)]
+    blocks += _parent_link(run.run_dir)
     if status == "diverged":
         reason = metrics.get("stop_reason") or "the loss became NaN or infinite"
         blocks.append(Callout(
@@ -101,15 +100,47 @@ def _header(run: RunFiles) -> list[Block]:
     return blocks
 
 
-def _headline(run: RunFiles) -> list[Block]:
-    metrics = run.metrics
-    accuracy = metrics.get("test_accuracy")
+def _parent_link(run_dir: Path) -> list[Block]:
+    """A link up to the page of the suite or multi-seed folder the run belongs to (by that folder's marker)."""
+    kind = output_folders.output_kind(run_dir.parent)
+    if kind == "suite":
+        return [Paragraph(["One experiment of a suite: ", Link("the suite's comparison", "../comparison.html"), "."])]
+    if kind == "seeds":
+        return [Paragraph(["One seed of a multi-seed run: ", Link("the report over the seeds", "../report.html"), "."])]
+    return []
+
+
+def _test_accuracy(run: RunFiles) -> Any:
+    accuracy = run.metrics.get("test_accuracy")
     if accuracy is None and run.interpretation is not None:
         accuracy = run.interpretation.accuracy
+    return accuracy
+
+
+def _key_figures(run: RunFiles) -> KeyFigures:
+    """The numbers at the top of the page, above the table of contents."""
+    metrics = run.metrics
+    return KeyFigures([
+        ("Test accuracy", format_percent(_test_accuracy(run))),
+        ("Test loss", format_number(metrics.get("test_loss"))),
+        ("Dataset", format_value(metrics.get("dataset"))),
+        ("Model", format_value(metrics.get("model"))),
+        ("Epochs", format_value(metrics.get("epochs"))),
+        ("Training time", format_seconds(metrics.get("train_time_s"))),
+    ])
+
+
+def _headline(run: RunFiles) -> list[Block]:
+    metrics = run.metrics
+    accuracy = _test_accuracy(run)
     params = format_integer(metrics.get("params"))
     if metrics.get("trainable_params") is not None:
         params += f" ({format_integer(metrics.get('trainable_params'))} trainable)"
     rows = [
+        ["Name", format_value(metrics.get("name"))],
+        ["Dataset", format_value(metrics.get("dataset"))],
+        ["Model", format_value(metrics.get("model"))],
+        ["Status", format_value(metrics.get("status", "unknown"))],
         ["Test accuracy", format_percent(accuracy)],
         ["Test loss", format_number(metrics.get("test_loss"))],
         ["Parameters", params],
@@ -127,7 +158,10 @@ def _curves(run: RunFiles, figures: FigureWriter) -> list[Block]:
     blocks: list[Block] = [Heading("Training curves")]
     if not run.history:
         return blocks + [Callout(f"No {runs.HISTORY_FILE}: no epoch finished.")]
-    blocks.append(figures.add("history", lambda: plots.plot_history(run.history), "Loss and accuracy per epoch"))
+    restored = "weights restored" in str(run.metrics.get("stop_reason") or "")
+    best_epoch = run.metrics.get("best_epoch")
+    blocks.append(figures.add("history", lambda: plots.plot_history(run.history, best_epoch, restored),
+                              "Loss, accuracy and learning rate per epoch; the best epoch marked"))
     return blocks + [Paragraph(f"Diagnosis: {diagnose_curves(run.history)}")]
 
 
@@ -147,7 +181,7 @@ def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
     if path.exists():
         saved = read_augmentation(path)
         blocks.append(figures.add("augmentation",
-                                  lambda: plots.plot_augmentation(saved["originals"], saved["augmented"]),
+                                  lambda: image_plots.plot_augmentation(saved["originals"], saved["augmented"]),
                                   "Each row: a training image, then augmented versions of it"))
     return blocks
 
@@ -169,42 +203,15 @@ def _per_class(interpretation: Interpretation, figures: FigureWriter) -> list[Bl
     ]
 
 
-def _confusion(interpretation: Interpretation, figures: FigureWriter) -> list[Block]:
-    names = interpretation.class_names
-    def counts():
-        return plots.plot_confusion(interpretation.confusion(), names)
-
-    def normalised():
-        return plots.plot_confusion(interpretation.confusion(normalize=True), names, normalize=True)
-
-    pairs = interpretation.most_confused(k=10)
-    blocks: list[Block] = [
-        Heading("Confusion matrix"),
-        ImageRow([figures.add("confusion", counts, "Counts (rows: true class, columns: predicted)"),
-                  figures.add("confusion_normalized", normalised, "Each row divided by its total")]),
-        Heading("Most confused pairs", 3),
-    ]
-    never = [names[label] for label in range(len(names))
-             if not (interpretation.predictions == label).any() and (interpretation.labels == label).any()]
-    if never:
-        blocks.insert(1, Callout(
-            f"The model never predicts {', '.join(never)}. When whole classes are never predicted, look for a "
-            "softmax applied before a cross-entropy loss (report 000's PyTorch part saw exactly this), a learning "
-            "rate too high, or too few epochs.", "warning"))
-    if not pairs:
-        return blocks + [Paragraph("No test image was misclassified.")]
-    return blocks + [BulletList([describe_confused(pair) for pair in pairs], ordered=True)]
-
-
 def _examples(run: RunFiles, figures: FigureWriter, worst_n: int) -> list[Block]:
     interpretation = run.interpretation
     assert interpretation is not None
     worst = interpretation.worst(worst_n)
     errors = interpretation.confident_errors(worst_n)
     unsure = interpretation.least_confident_correct(worst_n)
-    caption = "#index, true class, predicted class, P(true)"
+    caption = "in the table's order: the true class, the prediction (red and crossed when wrong)"
     blocks: list[Block] = [
-        Heading(f"{worst_n} worst classified images"),
+        Heading(f"{len(worst)} worst classified images" if worst else "Worst classified images"),
         Paragraph("Misclassified test images ranked by the probability the model gave their TRUE "
                   "class, lowest first (rank 1 = worst)."),
     ]
@@ -242,8 +249,7 @@ def _example_grid(examples: dict[str, np.ndarray] | None, rows: list[dict[str, A
     if len(shown) < len(rows):
         blocks.append(Callout(f"{len(rows) - len(shown)} of these images are not in {runs.EXAMPLES_FILE}."))
     if shown:
-        captions = [f"#{row['index']} true {row['true']}, pred {row['predicted']}\np(true)={format_probability(row['p_true'])}" for row in shown]
-        blocks.append(figures.add(name, lambda: plots.plot_image_grid(images, captions, GRID_COLUMNS), caption))
+        blocks.append(figures.add(name, lambda: image_plots.plot_example_grid(images, shown, GRID_COLUMNS), caption))
     return blocks
 
 
@@ -257,7 +263,7 @@ def _prediction_bars(run: RunFiles, figures: FigureWriter) -> list[Block]:
         return []
     indices = wanted[found]
     def figure():
-        return plots.plot_prediction_bars(images, interpretation.probabilities[indices],
+        return image_plots.plot_prediction_bars(images, interpretation.probabilities[indices],
                                           interpretation.class_names, interpretation.labels[indices])
 
     caption = f"Predicted distribution for test images {', '.join(str(i) for i in indices)}"

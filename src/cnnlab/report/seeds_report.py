@@ -16,8 +16,8 @@ from cnnlab.analysis.seed_runs import history_bands
 from cnnlab.errors import CnnlabError
 from cnnlab.report import plots
 from cnnlab.report.document import (
-    Block, Callout, FigureWriter, Heading, ImageRow, Paragraph, Table, format_integer, format_number,
-    format_percent, format_value, render_html, render_markdown,
+    Block, Callout, Contents, FigureWriter, Heading, ImageRow, KeyFigures, Link, Paragraph, Table, format_integer,
+    format_number, format_percent, format_value, render_html, render_markdown,
 )
 
 # (metrics key, row label, decimals; None: a fraction shown as a percentage, its std in percentage points)
@@ -66,6 +66,11 @@ def _summary(metrics: dict[str, Any]) -> list[Block]:
     seeds = metrics.get("seeds") or []
     blocks: list[Block] = [
         Heading(f"{metrics.get('name', 'experiment')}: {len(seeds)} seeds", 1),
+        KeyFigures([("Test accuracy", format_mean_std(stats.get("test_accuracy"))),
+                    ("Test loss", format_mean_std(stats.get("test_loss"), percent=False)),
+                    ("Dataset", format_value(metrics.get("dataset"))), ("Model", format_value(metrics.get("model")))]),
+        Contents(),
+        Heading("Statistics over the seeds"),
         Paragraph(f"Model {format_value(metrics.get('model'))} on {format_value(metrics.get('dataset'))}, trained "
                   f"once per seed ({', '.join(map(str, seeds))}); each seed's run is an ordinary run folder "
                   "beside this report. Std is the sample standard deviation over the seeds (ddof=1)."),
@@ -110,11 +115,12 @@ def plot_seed_bands(bands: Mapping[str, Mapping[str, np.ndarray]], metric: str) 
         axes.fill_between(epochs, band["min"], band["max"], color=line.get_color(), alpha=0.2,
                           label=f"{label} (min-max)")
     axes.set_xlabel("epoch")
+    plots.integer_epochs(axes)
     axes.set_ylabel(metric)
     axes.set_title(f"{metric.capitalize()}, mean and min-max over the seeds")
     axes.grid(alpha=0.3)
     if axes.get_lines():
-        axes.legend(fontsize=7)
+        axes.legend(fontsize=plots.MIN_FONT_PT)
     figure.tight_layout()
     return figure
 
@@ -122,7 +128,8 @@ def plot_seed_bands(bands: Mapping[str, Mapping[str, np.ndarray]], metric: str) 
 def _per_seed(metrics: dict[str, Any], names: list[str], seed_metrics: list[dict[str, Any]]) -> list[Block]:
     rows = []
     for seed, name, run in zip(metrics.get("seeds") or [None] * len(names), names, seed_metrics):
-        rows.append([format_value(seed), f"{name}/{runs.REPORT_HTML_FILE}", format_value(run.get("status")),
+        report = f"{Path(name).name}/{runs.REPORT_HTML_FILE}"
+        rows.append([format_value(seed), Link(report, report), format_value(run.get("status")),
                      format_integer(run.get("epochs")), format_value(run.get("best_epoch")),
                      format_percent(run.get("test_accuracy")), format_number(run.get("test_loss")),
                      format_number(run.get("train_time_s"), 2)])

@@ -16,7 +16,7 @@ from cnnlab.data import load_dataset
 from cnnlab.data.device_images import DeviceImages
 from cnnlab.data.normalization import fit_normalization
 from cnnlab.errors import ConfigError
-from cnnlab.report import plots
+from cnnlab.report import image_plots, plots
 
 PREVIEW_FILE = "augmentation.png"
 
@@ -36,5 +36,5 @@ def write_preview(config: ExperimentConfig, out_dir: Path, data_dir: Optional[Pa
                           "nothing to preview. Add e.g. augment: {horizontal_flip: true, width_shift_range: 0.1}.")
     originals, augmented = augmented_versions(data, augmenter, np.arange(min(count, len(dataset.train_labels))), views)
     folder = output_folders.prepare_output_folder(out_dir, overwrite, "augment-preview")
-    plots.save_figure(plots.plot_augmentation(originals, augmented), folder / PREVIEW_FILE)
+    plots.save_figure(image_plots.plot_augmentation(originals, augmented), folder / PREVIEW_FILE)
     return output_folders.publish_output_folder(folder) / PREVIEW_FILE

@@ -1,5 +1,6 @@
-"""`cnnlab explore`: what a dataset holds — shape, value range, class balance, channel statistics —
-and report 001's figures: the class-balance bar chart and the first images of each class."""
+"""`cnnlab explore`: what a dataset holds — shape, value range, class balance, channel statistics, test
+images duplicated in the training set (``cnnlab.analysis.leakage``) — and report 001's figures: the
+class-balance bar chart and the first images of each class."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ from typing import Any
 import numpy as np
 
 from cnnlab import output_folders, runs
-from cnnlab.report import plots
-from cnnlab.data.normalization import fit_normalization
+from cnnlab.analysis.leakage import check_and_save, read_duplicates
 from cnnlab.data import Dataset
+from cnnlab.data.normalization import fit_normalization
+from cnnlab.report import image_plots, plots
 from cnnlab.report.document import FigureWriter, Heading, ImageRow, Paragraph, Table, render_html, render_markdown
+from cnnlab.report.labels import MIN_FONT_PT, fit_labels, fit_text, widest_pt
+from cnnlab.report.leakage_section import duplicates_blocks
 
 
 def describe_dataset(dataset: Dataset) -> dict[str, Any]:
@@ -55,6 +59,16 @@ def format_description(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+DUPLICATE_COUNTS = ("exact_pairs", "near_pairs", "crowded_test_images", "label_disagreements", "seconds")
+
+
+def describe_duplicates(counts: dict[str, Any]) -> str:
+    """One line on the train/test duplicate check, e.g. "duplicates     119 test images have a copy ..."."""
+    return (f"duplicates     {counts['test_images']:,} test images have a copy in the training set "
+            f"({counts['exact_pairs']:,} exact, {counts['near_pairs']:,} near pairs; checked in "
+            f"{counts['seconds']:.1f} s; leakage.json)")
+
+
 def first_images_per_class(dataset: Dataset, per_class: int) -> tuple[np.ndarray, list[str]]:
     """The first ``per_class`` training images of each class, class by class, with captions."""
     chosen, captions = [], []
@@ -66,24 +80,35 @@ def first_images_per_class(dataset: Dataset, per_class: int) -> tuple[np.ndarray
 
 
 def plot_class_balance(stats: dict[str, Any]):
-    figure = plots.new_figure(max(5, 0.55 * len(stats["classes"]) + 2), 3.2)
-    axes = figure.add_subplot(1, 1, 1)
-    positions = np.arange(len(stats["classes"]))
-    axes.bar(positions - 0.2, stats["train_counts"], width=0.4, label="train")
-    axes.bar(positions + 0.2, stats["test_counts"], width=0.4, label="test")
-    axes.set_xticks(positions, plots.plain_labels(stats["classes"]), rotation=45 if len(stats["classes"]) > 6 else 0,
-                    ha="right")
-    axes.set_ylabel("images")
-    axes.set_title(f"Class balance of {plots.plain_text(stats['dataset'])}")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    """Train and test images per class: one row per class, names on the left (cut to 1.6 inches), so 100
+    classes and long names fit; the figure grows with the classes."""
+    labels = fit_labels(stats["classes"], plots.LABEL_WIDTH_IN * 72, MIN_FONT_PT)
+    count, left = len(labels), widest_pt(labels, MIN_FONT_PT) / 72 + 0.35
+    row = 0.3 if count <= 30 else plots.ROW_IN
+    figure = plots.new_figure(7.0, row * count + 1.2)
+    axes = plots.place_axes(figure, left, 0.5, 7.0 - left - 0.3, row * count)
+    positions = np.arange(count)
+    axes.barh(positions - 0.2, stats["train_counts"], height=0.4, label="train")
+    axes.barh(positions + 0.2, stats["test_counts"], height=0.4, label="test")
+    axes.set_yticks(positions, labels=labels, fontsize=MIN_FONT_PT)
+    axes.set_ylim(count - 0.5, -0.5)
+    axes.set_xlabel("images")
+    axes.set_title(fit_text(stats["dataset"], 3.5 * 72, plots.TITLE_PT, prefix="Class balance of "), loc="left",
+                   fontsize=plots.TITLE_PT)
+    axes.legend(fontsize=MIN_FONT_PT, ncols=2, loc="lower right", bbox_to_anchor=(1.0, 1.0), frameon=False)
     return figure
 
 
 def write_exploration(dataset: Dataset, out_dir: Path, per_class: int = 10) -> dict[str, Path]:
-    """Write explore.json, figures/class_balance.png, figures/samples.png, explore.md and explore.html."""
+    """Write explore.json, leakage.json and leakage.npz (the duplicate check), figures/class_balance.png,
+    figures/samples.png, figures/duplicates.png (when there are some), explore.md and explore.html."""
     out_dir = Path(out_dir)
     stats = describe_dataset(dataset)
+    check_and_save(out_dir, dataset.train_images, dataset.test_images, dataset.train_labels, dataset.test_labels)
+    summary, thumbnails = read_duplicates(out_dir)
+    stats["duplicates"] = {key: summary[key] for key in DUPLICATE_COUNTS}
+    stats["duplicates"]["test_images"] = len(summary["test_indices"])
+    runs.log_line(describe_duplicates(stats["duplicates"]))
     runs.write_json_atomic(out_dir / "explore.json", stats)
     figures = FigureWriter(out_dir)
     images, captions = first_images_per_class(dataset, per_class)
@@ -102,8 +127,9 @@ def write_exploration(dataset: Dataset, out_dir: Path, per_class: int = 10) -> d
         Heading("Class balance"), table,
         ImageRow([figures.add("class_balance", lambda: plot_class_balance(stats), "Images per class, train and test")]),
         Heading(f"The first {per_class} training images of each class"),
-        figures.add("samples", lambda: plots.plot_image_grid(images, captions, ncols=per_class), "One row per class"),
-    ]
+        figures.add("samples", lambda: image_plots.plot_image_grid(images, captions, ncols=per_class),
+                    "One row per class"),
+    ] + duplicates_blocks(summary, thumbnails, figures, class_names=dataset.classes)
     paths = {"json": out_dir / "explore.json", "md": out_dir / "explore.md", "html": out_dir / "explore.html"}
     runs.write_text_atomic(paths["md"], render_markdown(blocks))
     runs.write_text_atomic(paths["html"], render_html(blocks, f"cnnlab explore: {stats['dataset']}", figures.pngs))

@@ -17,6 +17,7 @@ import yaml
 
 from cnnlab import output_folders, runs
 from cnnlab.analysis.run_files import read_metrics
+from cnnlab.analysis.run_index import record_run
 from cnnlab.analysis.seed_runs import SEEDS_KIND, aggregate_metrics, mean_history, seed_run_name
 from cnnlab.config import ExperimentConfig, load_config
 from cnnlab.errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
@@ -24,6 +25,7 @@ from cnnlab.experiment import run_experiment
 from cnnlab.report.seeds_report import write_seeds_report
 from cnnlab.training.callbacks import Callback
 from cnnlab.training.checkpoint import has_checkpoint, resume_conflicts
+from cnnlab.training.distributed import torchrun_process
 from cnnlab.training.settings import MAX_SEED, MAX_SEEDS
 
 
@@ -61,6 +63,9 @@ def run_seeds(config: ExperimentConfig, out: Optional[Path] = None, data_dir: Op
     the others: the aggregate is written over the complete ones, then TrainingDiverged names the diverged
     seeds. An interruption raises TrainingInterrupted naming ``out``: the same command (or `cnnlab train
     --resume OUT`) continues."""
+    if torchrun_process(config.train) is not None:  # every process would write the aggregate
+        raise ConfigError("Several seeds (train.seeds or --seeds) are not run under torchrun: start one torchrun "
+                          "job per seed with train.seed=S, or run the seeds without torchrun (docs/scale.md).")
     seeds = list(config.train.seeds or [config.train.seed])
     folder = out or output_folders.default_run_dir(config.name, runs_root)
     # continued in place like a suite's folder: each seed run goes through the output gate itself
@@ -102,6 +107,7 @@ def write_aggregate(folder: Path, seeds: list[int], status: str = "complete",
     runs.write_csv_atomic(folder / runs.HISTORY_FILE, history, runs.HISTORY_COLUMNS)
     runs.write_json_atomic(folder / runs.METRICS_FILE, aggregate)
     write_seeds_report(folder)
+    record_run(folder)  # in the run indexes above it (`cnnlab runs`); never fails the run
     return folder / runs.METRICS_FILE
 
 

@@ -18,14 +18,15 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+import yaml
 
 from cnnlab import runs
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, ConfigError
 
 FORMAT_VERSION = 1
-# what a resumed run may change in its config: how often checkpoints are written (it changes no result);
-# train.epochs may be raised, to train longer
-FREELY_CHANGED = ("train.checkpoint_every_s",)
+# what a resumed run may change in its config: how often checkpoints are written and whether TensorBoard
+# events are written (they change no result); train.epochs may be raised, to train longer
+FREELY_CHANGED = ("train.checkpoint_every_s", "train.tensorboard")
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -89,6 +90,49 @@ def load_checkpoint(run_dir: Path) -> dict:
         return state
     raise CnnlabError(f"No usable checkpoint in {run_dir}: {'; '.join(problems)}. Train again from the start "
                       "(cnnlab train CONFIG --out FOLDER).")
+
+
+def read_resume_point(config: dict, run_dir: Path, show_progress: bool) -> Optional[dict]:
+    """The checkpoint a resumed run continues from (None: it starts from the beginning), after checking
+    that ``config`` (a config as a dict) is the one the run was trained with, except `train.epochs` raised. ConfigError
+    shows the differences; a complete run is resumed only to train longer."""
+    if not (run_dir / runs.CONFIG_FILE).is_file():
+        return None
+    checkpoint = load_checkpoint(run_dir) if has_checkpoint(run_dir) else None
+    saved = checkpoint.get("config") if checkpoint is not None else _saved_config(run_dir)
+    conflicts = resume_conflicts(saved, config)
+    if conflicts:
+        shown = "; ".join(conflicts[:12]) + (f"; and {len(conflicts) - 12} more" if len(conflicts) > 12 else "")
+        raise ConfigError(f"{run_dir} was trained with another config, so it cannot be resumed with this one "
+                          f"(only train.epochs may be raised, to train longer). Differences (old -> new): {shown}.")
+    if runs.is_complete(run_dir) and (checkpoint is None or _planned_epochs(config) <= _planned_epochs(saved)):
+        raise ConfigError(f"{run_dir} is a complete run: there is nothing to resume. To train it longer, raise "
+                          f"train.epochs (cnnlab train --resume {run_dir} train.epochs=N; it needs the run's "
+                          f"{runs.CHECKPOINT_FILE}).")
+    if checkpoint is None:
+        runs.log_line(f"no checkpoint in {run_dir} (it stopped before its first): training starts from the "
+                      "beginning.", show_progress)
+        return None
+    progress = checkpoint["progress"]
+    where = (f"epoch {progress['epoch']}, step {progress['step']}" if progress
+             else f"the end of epoch {checkpoint['epochs_done']}")
+    runs.log_line(f"resuming {run_dir} from {where}", show_progress)
+    return checkpoint
+
+
+def _planned_epochs(saved: dict) -> int:
+    epochs = (saved.get("train") or {}).get("epochs") if isinstance(saved, dict) else None
+    return epochs if isinstance(epochs, int) else 0
+
+
+def _saved_config(run_dir: Path) -> dict:
+    try:
+        saved = yaml.safe_load((run_dir / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} cannot be read ({error}); it cannot be resumed.") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{run_dir / runs.CONFIG_FILE} is not a cnnlab config (a mapping); it cannot be resumed.")
+    return saved
 
 
 def random_states(generators: dict[str, torch.Generator]) -> dict:

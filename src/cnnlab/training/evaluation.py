@@ -12,12 +12,18 @@ from torch import nn
 from cnnlab import runs
 from cnnlab.augment.test_time import predict_with_views
 from cnnlab.data.device_images import DeviceImages
+from cnnlab.training.distributed import Distributed
 
 
 @torch.no_grad()
-def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor, batch_size: int) -> tuple[float, float]:
+def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor, batch_size: int,
+                     distributed: Distributed | None = None) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``data[indices]`` (eval mode, no augmentation);
-    the model's training mode is left as it was."""
+    the model's training mode is left as it was. ``distributed`` (torchrun): each process evaluates its
+    part of ``indices`` and the sums are reduced, so every process gets the same two numbers."""
+    count = len(indices)
+    if distributed is not None:
+        indices = distributed.shard(indices)
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), device=data.device, dtype=torch.float64)
@@ -28,7 +34,9 @@ def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor
         loss_sum += nn.functional.cross_entropy(logits.float(), labels, reduction="sum").double()
         correct += (logits.argmax(1) == labels).sum()
     model.train(was_training)
-    return loss_sum.item() / len(indices), correct.item() / len(indices)
+    if distributed is not None:
+        loss_sum, correct = distributed.sum_over_processes(loss_sum, correct)
+    return loss_sum.item() / count, correct.item() / count
 
 
 @torch.no_grad()

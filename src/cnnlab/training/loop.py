@@ -17,6 +17,7 @@ from cnnlab import runs
 from cnnlab.data.device_images import DeviceImages
 from cnnlab.training.callbacks import Callback, TrainResult, check_callbacks, notify
 from cnnlab.training.checkpoint import Checkpointer
+from cnnlab.training.distributed import Distributed
 from cnnlab.training.divergence import divergence_reason
 from cnnlab.training.early_stopping import EarlyStopper
 from cnnlab.training.evaluation import evaluate_indices
@@ -45,6 +46,8 @@ class _Run:
     stop: StopRequest
     show_progress: bool
     callbacks: list[Any]  # objects with on_epoch_end(row) and/or on_run_end(result) (training/callbacks.py)
+    distributed: Optional[Distributed] = None  # this process's place in a torchrun job (None: one process)
+    agreed_stop: bool = False  # torchrun: whether any process was asked to stop, as of the last epoch's end
     started: float = field(default_factory=time.perf_counter)
     epoch_started: float = field(default_factory=time.perf_counter)
 
@@ -55,6 +58,15 @@ class _Run:
         progress = self.session.progress
         return (progress.earlier_time_s if progress else 0.0) + time.perf_counter() - self.epoch_started
 
+    def stop_requested(self) -> bool:
+        """Whether to stop after this epoch: the stop request, or under torchrun what the processes agreed
+        at the epoch's end (a signal arriving later in one process counts at the next epoch's end)."""
+        return self.stop.requested if self.distributed is None else self.agreed_stop
+
+    def share(self, indices: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """What this process trains on of a global batch, and the weight of its loss (all of it, 1.0, alone)."""
+        return (indices, 1.0) if self.distributed is None else self.distributed.share(indices)
+
     def save_checkpoint(self) -> None:
         if self.checkpoints is not None:
             self.checkpoints.save(self.session.state_dict(self.train_time_s(), self.epoch_time_s()))
@@ -63,7 +75,8 @@ class _Run:
 def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_indices: torch.Tensor,
         recipe: TrainingRecipe, callbacks: Sequence[Callback] = (), augment: Augment | None = None,
         show_progress: bool = True, plan: ComputePlan | None = None, checkpoints: Checkpointer | None = None,
-        resume_from: dict | None = None, stop: StopRequest | None = None) -> TrainResult:
+        resume_from: dict | None = None, stop: StopRequest | None = None,
+        distributed: Distributed | None = None) -> TrainResult:
     """Train ``model`` in place on ``data[train_indices]``, validating on ``data[val_indices]``, as
     ``recipe`` (its train, optimizer and schedule sections) says.
 
@@ -75,7 +88,9 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
     ``checkpoints``, a checkpoint is written after every epoch and whenever one is due within an epoch; when ``stop`` is requested (SIGINT/SIGTERM) one is written at the next step
     boundary and the result has status "interrupted". ``resume_from`` (a checkpoint's state) continues
     that run exactly: on a CPU, the weights, history and predictions are bit for bit those of a run
-    that was never interrupted."""
+    that was never interrupted. ``distributed`` (under torchrun) trains this process's part of every
+    batch beside the other processes (see `cnnlab.training.distributed`): checkpoints and stops then come
+    at epoch ends only, where every process agrees on them."""
     settings, callbacks = recipe.train, check_callbacks(callbacks)
     plan = plan or ComputePlan(data.device)
     train_step = TrainingStep.from_recipe(model, recipe, plan, data, augment)
@@ -87,9 +102,12 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
         result.compile_time_s = train_step.compile(train_indices[:settings.batch_size])
     if resume_from is not None:
         session.load_state_dict(resume_from)
+    if distributed is not None:
+        distributed.start(train_step, session, settings.seed)
+    processes = distributed.world_size if distributed is not None else 1
     run = _Run(session, settings, lr_factor_function(recipe.schedule, recipe.optimizer.lr, settings.epochs),
-               _steps_per_epoch(len(train_indices), settings.batch_size), val_indices, checkpoints,
-               stop or StopRequest(), show_progress, callbacks)
+               _steps_per_epoch(len(train_indices), settings.batch_size, processes), val_indices, checkpoints,
+               stop or StopRequest(), show_progress, callbacks, distributed)
     while not session.stop_reason and session.epochs_done < settings.epochs:
         if session.progress is None:
             order = torch.randperm(len(train_indices), generator=generator, device=data.device)
@@ -98,7 +116,7 @@ def fit(model: nn.Module, data: DeviceImages, train_indices: torch.Tensor, val_i
         outcome = _train_epoch(run) or _end_epoch(run)
         if outcome is not None:
             return _stopped(run, result, *outcome)
-        if run.stop.requested and not session.stop_reason and session.epochs_done < settings.epochs:
+        if run.stop_requested() and not session.stop_reason and session.epochs_done < settings.epochs:
             return _stopped(run, result, "interrupted", "")  # (a stop after the last epoch lets the run finish)
     _finish(run, result)
     notify(run.callbacks, "on_run_end", result)
@@ -113,21 +131,23 @@ def _train_epoch(run: _Run) -> Optional[tuple[str, str]]:
     batch_size, epoch = settings.batch_size, progress.epoch
     # On a CPU the running loss is read after every step, so a NaN is caught at the step it appears (it costs
     # about nothing there); on an accelerator only at the epoch's end, as a read waits for the queued work.
-    check_every = 1 if train_step.data.device.type == "cpu" else steps
+    # Under torchrun the processes check together at the epoch's end (a check is a decision all must share).
+    check_every = 1 if train_step.data.device.type == "cpu" and run.distributed is None else steps
     train_step.model.train()
     with runs.progress_bar(steps, f"epoch {epoch}/{settings.epochs}", unit="batch",
                            enabled=run.show_progress) as bar:
         bar.update(progress.step)
         for step in range(progress.step, steps):
-            output = train_step(progress.order[step * batch_size:(step + 1) * batch_size],
-                                run.lr_factor(epoch - 1 + step / steps), epoch)
+            indices, loss_weight = run.share(progress.order[step * batch_size:(step + 1) * batch_size])
+            output = train_step(indices, run.lr_factor(epoch - 1 + step / steps), epoch, loss_weight)
             session.guard.observe(output.loss, output.logits.shape[1])
             progress.add(output)
             bar.update(1)
-            stopping = run.stop.count_step()
+            stopping = run.stop.count_step() and run.distributed is None  # (torchrun: at the epoch's end)
             if step + 1 == steps:
                 break  # the epoch's end checks, checkpoints and stops
-            checkpoint_due = stopping or (run.checkpoints is not None and run.checkpoints.due())
+            checkpoint_due = stopping or (run.checkpoints is not None and run.distributed is None
+                                          and run.checkpoints.due())
             if (step + 1) % check_every == 0 or checkpoint_due:
                 problem = session.guard.problem(progress.running_loss())
                 if problem is not None:
@@ -140,6 +160,8 @@ def _train_epoch(run: _Run) -> Optional[tuple[str, str]]:
                 run.save_checkpoint()
             if stopping:
                 return "interrupted", ""
+    if run.distributed is not None:
+        run.agreed_stop = run.distributed.reduce_epoch(progress, run.stop, session.guard)
     problem = session.guard.problem(progress.running_loss())
     return _diverged_in_epoch(run, problem) if problem is not None else None
 
@@ -162,9 +184,10 @@ def _end_epoch(run: _Run) -> Optional[tuple[str, str]]:
     row = _row(epoch, progress.running_loss(), progress.running_accuracy(), progress.lr)
     validated = len(run.val_indices) > 0 and (epoch % settings.validate_every == 0 or epoch == settings.epochs)
     if validated:
+        network = train_step.forward if run.distributed is None else train_step.model  # (not DDP's wrapper)
         with train_step.evaluating(), train_step.plan.autocast():
-            row["val_loss"], row["val_accuracy"] = evaluate_indices(train_step.forward, train_step.data,
-                                                                    run.val_indices, settings.eval_batch_size)
+            row["val_loss"], row["val_accuracy"] = evaluate_indices(network, train_step.data, run.val_indices,
+                                                                    settings.eval_batch_size, run.distributed)
     row["epoch_time_s"] = run.epoch_time_s()
     session.history.append(row)
     session.progress, session.epochs_done = None, epoch
@@ -213,7 +236,7 @@ def _finish(run: _Run, result: TrainResult) -> None:
             session.train_step.model.load_state_dict(stopper.best_state)
             result.stop_reason += ("; " if result.stop_reason else "") + f"weights restored from epoch {stopper.best_epoch}"
     if not result.stop_reason:
-        result.stop_reason = f"completed {len(result.history)} epochs"
+        result.stop_reason = f"completed {len(result.history)} epoch{'' if len(result.history) == 1 else 's'}"
     _count_checkpoints(run, result)
 
 
@@ -222,11 +245,12 @@ def _count_checkpoints(run: _Run, result: TrainResult) -> None:
         result.checkpoints_written, result.checkpoint_time_s = run.checkpoints.written, run.checkpoints.seconds_spent
 
 
-def _steps_per_epoch(samples: int, batch_size: int) -> int:
+def _steps_per_epoch(samples: int, batch_size: int, processes: int = 1) -> int:
     """Batches per epoch; a last batch of a single image is dropped, since batch norm after a dense
-    layer cannot normalise one value (and one image says little about the gradient)."""
+    layer cannot normalise one value (and one image says little about the gradient). Under torchrun, the
+    last batch is kept when each of the ``processes`` gets two images of it or more."""
     full, remainder = divmod(samples, batch_size)
-    return max(1, full + (1 if remainder > 1 else 0))
+    return max(1, full + (1 if remainder >= 2 * processes else 0))
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

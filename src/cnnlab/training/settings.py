@@ -51,6 +51,8 @@ class TrainSection(StrictModel):
     seeds: Optional[list[Annotated[int, Field(ge=0, le=MAX_SEED)]]] = Field(
         default=None, min_length=1, max_length=MAX_SEEDS, description="train once per seed into one folder with "
         "the aggregate (studies/seeds.py); each seed's run uses it as its train.seed")
+    tensorboard: bool = Field(default=False, description="write TensorBoard event files into RUN_DIR/tensorboard/ "
+                              "while training: curves, confusion matrix, hyperparameters (needs cnnlab[tensorboard])")
 
     @field_validator("seeds")
     @classmethod
@@ -62,10 +64,13 @@ class TrainSection(StrictModel):
 
     @model_serializer(mode="wrap")
     def _without_unset_seeds(self, handler: Any) -> dict[str, Any]:
-        # a single-seed run's config.yaml stays as it was before train.seeds existed (resumes, suite skips)
+        # a single-seed run's config.yaml stays as it was before train.seeds (and train.tensorboard) existed
+        # (resumes, suite skips)
         data = handler(self)
         if data.get("seeds", ()) is None:
             del data["seeds"]
+        if data.get("tensorboard", True) is False:
+            del data["tensorboard"]
         return data
 
     @model_validator(mode="after")

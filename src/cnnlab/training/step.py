@@ -65,9 +65,11 @@ class TrainingStep:
         kernels = kernel_weights(model, recipe.optimizer.l2_layers) if recipe.optimizer.l2 > 0 else []
         return cls(model, optimizer, criterion, plan, data, augment, kernels, recipe.optimizer.l2, average)
 
-    def __call__(self, indices: torch.Tensor, lr_factor: float, epoch: int) -> StepOutput:
+    def __call__(self, indices: torch.Tensor, lr_factor: float, epoch: int, loss_weight: float = 1.0) -> StepOutput:
         """Train on ``data[indices]`` at the base learning rate times ``lr_factor``; ``epoch`` (from 1)
-        is passed to the augmenter, whose alternating flips depend on it."""
+        is passed to the augmenter, whose alternating flips depend on it. The gradient is that of the loss
+        times ``loss_weight`` (a torchrun process's share of a global batch: `Distributed.share`); the
+        output's loss is the batch's own."""
         lr = apply_lr(self.optimizer, lr_factor)
         images, labels = self.data.batch(indices)
         if self.augment is not None:
@@ -76,7 +78,7 @@ class TrainingStep:
             logits = self.forward(images)
             loss = self.criterion(logits.float(), labels) + l2_penalty(self.kernels, self.l2)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss if loss_weight == 1.0 else loss * loss_weight).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.average is not None:
