@@ -47,7 +47,8 @@ def command_train(args: argparse.Namespace) -> int:
     except TrainingDiverged as error:
         print(paragraph(f"error: {error}"), file=sys.stderr)
         return 3
-    print(run_dir)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 alone prints the folder (no interleaving)
+        print(run_dir)
     return 0
 
 
