@@ -19,7 +19,12 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
+# The CPU features that decide cnnlab's automatic precision (and oneDNN's kernels), named beside every figure.
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "sve")
+
+
 def hardware() -> dict:
+    """This machine: CPU model, its speed-relevant flags (`REPORTED_FLAGS`), core count, GPU, platform."""
     model = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -30,8 +35,19 @@ def hardware() -> dict:
         pass
     import torch
 
+    from cnnlab.training.precision import read_cpu_flags
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": model, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+    flags = [flag for flag in REPORTED_FLAGS if flag in read_cpu_flags()]
+    return {"cpu": model, "cpu_flags": flags, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform()}
+
+
+def hardware_line(machine: dict | None = None) -> str:
+    """One line for a results file: "AMD EPYC ..., 2 cores, flags avx2 avx512f avx512_bf16, no GPU"."""
+    machine = machine or hardware()
+    flags = " ".join(machine.get("cpu_flags") or []) or "none of " + " ".join(REPORTED_FLAGS)
+    gpu = f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU"
+    return f"{machine['cpu']}, {machine['cores']} cores, flags {flags}, {gpu}"
 
 
 def versions(extra: dict | None = None) -> dict:

@@ -6,12 +6,14 @@ The GPU section says "not measured" until a GPU run has written its results file
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
-GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_report_models"]
+# bench/gpu.sh writes the first three
+GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_transfer", "gpu_report_models"]
 
 HEADER = """# Benchmarks
 
@@ -30,7 +32,7 @@ def main() -> None:
                     and not path.stem.endswith("-quick"))
     for name in names:
         text = (RESULTS / f"{name}.md").read_text().strip()
-        parts.append(_demoted(text))
+        parts.append(_with_machine(_demoted(text), _machine_line(name)))
     gpu = [name for name in GPU_RESULTS if (RESULTS / f"{name}.md").exists()]
     parts.append("## GPU\n")
     if gpu:
@@ -38,10 +40,34 @@ def main() -> None:
     else:
         parts.append("Not measured: no session of this project has been lent a GPU yet (the `device` tool's status "
                      "said `can_start_another: false`). The rows the speed issue asks for (fast/cifar10 against "
-                     "airbench94 on cifar10-jpeg over 5 seeds, fast/mnist under 1 s, every report model against its "
-                     "report's time) stay unmeasured until then; nothing here estimates them.")
+                     "airbench94 on cifar10-jpeg over 5 seeds, fast/mnist under 1 s, "
+                     "transfer/efficientnet-lite0-finetune at 224 px, every report model against its report's time) "
+                     "stay unmeasured until then; nothing here estimates them. `bench/gpu.sh` (see its header) "
+                     "measures the first three in one run.")
     (ROOT / "BENCHMARKS.md").write_text("\n\n".join(parts) + "\n")
     print(f"wrote BENCHMARKS.md from {len(names) + len(gpu)} result files")
+
+
+def _machine_line(name: str) -> str:
+    """Where a result was measured, from its JSON file: CPU model, cores and the CPU flags that decide
+    precision and kernels; results written before the flags were recorded say so."""
+    try:
+        payload = json.loads((RESULTS / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return "Measured on: not recorded in its JSON file (see the text below)."
+    machine = payload.get("hardware") or payload.get("machine") or {}
+    if not machine.get("cpu"):
+        return "Measured on: see the hardware column."
+    flags = machine.get("cpu_flags")
+    flag_text = f"flags {' '.join(flags)}" if flags else "CPU flags not recorded by this older run"
+    gpu = f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU"
+    return f"Measured on: {machine['cpu']}, {machine.get('cores', '?')} cores, {flag_text}, {gpu}."
+
+
+def _with_machine(text: str, machine_line: str) -> str:
+    """The section with its machine line right under its heading."""
+    heading, _, rest = text.partition("\n")
+    return f"{heading}\n\n*{machine_line}*\n{rest}"
 
 
 def _demoted(text: str) -> str:

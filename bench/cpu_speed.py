@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import ROOT, cnnlab_train, hardware, mean_std, run_json, versions, write_results
+from benchlib import ROOT, cnnlab_train, hardware, hardware_line, mean_std, run_json, versions, write_results
 
 KERAS_PYTHON = ROOT / ".venv-keras" / "bin" / "python"
 CASES = [
@@ -98,9 +98,9 @@ def main() -> None:
             results.append({**case, "images": int(np.load(data)["train_labels"].shape[0]), "runs": runs})
 
     lines = ["# CPU: cnnlab against peers, same model and recipe", "",
-             f"Hardware: {hardware()['cpu']}, {hardware()['cores']} cores, no GPU. Versions: torch "
+             f"Hardware: {hardware_line()}. Versions: torch "
              f"{versions()['torch']}; {keras or 'Keras-TF not installed'}.",
-             f"Command: `CNNLAB_DATA=../shared/datasets python bench/cpu_speed.py --repeats {args.repeats}`. "
+             f"Command: `CNNLAB_DATA=../shared/datasets python bench/cpu_speed.py --repeats {args.repeats}{' --only ' + args.only if args.only else ''}`. "
              "Each repetition runs every peer once, in rotating order; seeds 0..n-1.", ""]
     for result in results:
         base = statistics.median(run["train_time_s"] for run in result["runs"]["cnnlab"])

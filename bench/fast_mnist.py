@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchlib import cnnlab_train, hardware, mean_std, run_json, versions, write_results
+from benchlib import cnnlab_train, hardware, hardware_line, mean_std, run_json, versions, write_results
 
 TARGET = 0.99
 
@@ -59,7 +59,7 @@ def main() -> None:
 
     base = statistics.median(run["train_time_s"] for run in runs["cnnlab"])
     lines = [f"# MNIST to {TARGET:.1%}: `{args.config}` against a hand-written single-file script", "",
-             f"Hardware: {hardware()['cpu']}, {hardware()['cores']} cores, no GPU; torch {versions()['torch']}. "
+             f"Hardware: {hardware_line()}; torch {versions()['torch']}. "
              f"Command: `CNNLAB_DATA=../shared/datasets python bench/fast_mnist.py --repeats {args.repeats}`. "
              f"Seeds 0..{args.repeats - 1}, peers in rotating order.", "",
              "| peer | epochs | training time s (median) | mean ± std | whole process s (median) | test accuracy "

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import hardware, write_results
+from benchlib import hardware, hardware_line, write_results
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
                      "report_s": statistics.median(report_times), "report_times_s": report_times})
         print(rows[-1], file=sys.stderr, flush=True)
     lines = ["# Analysis and report time from saved artefacts", "",
-             f"{hardware()['cpu']}, {hardware()['cores']} cores. Command: `python bench/report_speed.py RUN_DIR ... "
+             f"{hardware_line()}. Command: `python bench/report_speed.py RUN_DIR ... "
              f"--repeats {args.repeats}` (medians; the report includes every figure and Grad-CAM).", "",
              "| run | test images | analysis s | whole report s |", "|---|---|---|---|"]
     lines += [f"| {r['run']} | {r['test_size']:,} | {r['analysis_s']:.3f} | {r['report_s']:.2f} |" for r in rows]

@@ -22,14 +22,15 @@ from cnnlab.analysis.run_index import record_run
 from cnnlab.augment.augmenter import Augmenter, build_augmenter
 from cnnlab.augment.plan import describe
 from cnnlab.augment.preview import augmented_versions
-from cnnlab.config import ExperimentConfig, load_config
+from cnnlab.config import ExperimentConfig, load_config, validate_config, zoo_recipe
 from cnnlab.data import Dataset, load_dataset, split_validation
 from cnnlab.data.device_images import DeviceImages
 from cnnlab.data.normalization import Normalization, cached_normalization
 from cnnlab.errors import CnnlabError, ConfigError, TrainingDiverged, TrainingInterrupted
 from cnnlab.models import BuiltModel, count_parameters, create_model, format_summary, zoo
 from cnnlab.models.transfer_model import transfer_settings
-from cnnlab.models.whitening import initialize_from_data, needs_data_initialization
+from cnnlab.models.zoo.recipe_check import reported_figures
+from cnnlab.models.whitening import fitting_sample, initialize_from_data, needs_data_initialization
 from cnnlab.report.confusion_gallery import gallery_indices
 from cnnlab.report.run_report import write_report
 from cnnlab.report.tensorboard import TensorBoardLogger, summary_writer_class
@@ -137,13 +138,13 @@ def prepare_experiment(config: ExperimentConfig, data_dir: Optional[Path] = None
 
 def place_on_device(prepared: PreparedExperiment) -> DeviceSetup:
     """The prepared model in its compute plan's device and layout, the train and test images on the device,
-    and a patch-whitening first layer set from 5,000 training images: the start of training and of lr-find."""
+    and a patch-whitening first layer set from 5,000 training images drawn at random: the start of training and of lr-find."""
     device, dataset, normalization, plan = prepared.device, prepared.dataset, prepared.normalization, prepared.plan
     model = plan.prepare(prepared.built.module)
     train_data = DeviceImages(dataset.train_images, dataset.train_labels, normalization, device, plan.channels_last)
     test_data = DeviceImages(dataset.test_images, dataset.test_labels, normalization, device, plan.channels_last)
     if needs_data_initialization(model):
-        initialize_from_data(model, train_data.batch(_on(prepared.train_indices[:5000], device))[0])
+        initialize_from_data(model, train_data.batch(_on(fitting_sample(prepared.train_indices), device))[0])
     return DeviceSetup(model, train_data, test_data)
 
 
@@ -379,11 +380,8 @@ def _model_label(config: ExperimentConfig) -> str:
 
 
 def _reported_figures(config: ExperimentConfig) -> dict:
-    """The lab report's own figures for a zoo model, so comparisons can show them beside ours."""
+    """The lab report's own figures for a zoo model and how this run's recipe differs from the report's."""
     if not config.model.name:
         return {}
-    entry = zoo.get_entry(config.model.name)
-    if entry.reported_accuracy is None:
-        return {}
-    return {"reported_accuracy": entry.reported_accuracy, "reported_accuracy_kind": entry.reported_accuracy_kind,
-            "reported_time_s": entry.reported_time_s, "reported_dataset": entry.dataset, "source": entry.source}
+    report_config = validate_config(zoo_recipe(config.model.name), config.model.name)
+    return reported_figures(zoo.get_entry(config.model.name), report_config.to_dict(), config.to_dict())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -11,6 +12,7 @@ from cnnlab.models import (
     SOFTMAX_NOTE, build_model, count_parameters, create_model, format_summary, parse_layers,
 )
 from cnnlab.models import zoo
+from cnnlab.models.whitening import fitting_sample
 
 CIFAR_CNN = ["Conv2D: 32, 3", "Conv2D: 32, 3", "MaxPooling: 2", "Conv2D: 64, 3", "Conv2D: 64, 3", "MaxPooling: 2",
              "Flatten", "Dense: 512, relu", "Dense: 10"]
@@ -294,3 +296,14 @@ def test_keras_names_take_keras_initialisation_and_torch_names_pytorchs():
         assert torch.count_nonzero(layer.bias) == 0
     for layer in (m for m in torch_style.modules() if isinstance(m, (nn.Conv2d, nn.Linear))):
         assert torch.count_nonzero(layer.bias) > 0  # PyTorch's default: uniform biases
+
+
+def test_whitening_is_fitted_on_a_random_sample_of_every_part_of_the_training_set():
+    sorted_by_class = np.repeat(np.arange(10), 5000)  # labels of a dataset stored class by class
+    train_indices = np.arange(50_000)
+    sample = fitting_sample(train_indices)
+    assert len(sample) == 5000 and len(set(sample.tolist())) == 5000 and np.all(np.diff(sample) > 0)
+    counts = np.bincount(sorted_by_class[sample], minlength=10)
+    assert counts.min() > 400, f"every class is in the sample, not the first 5,000 images only: {counts}"
+    assert np.array_equal(sample, fitting_sample(train_indices)), "the same images for every run and process"
+    assert np.array_equal(fitting_sample(np.arange(300)), np.arange(300))

@@ -271,3 +271,33 @@ def test_transfer_model_exposes_backbone_and_head():
     assert model.features(torch.rand(2, 3, 32, 32)).shape == (2, 1280)
     assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
     assert built.rows[0].name == "backbone"
+
+
+def test_feature_extraction_follows_the_plans_memory_layout(monkeypatch):
+    """`compute_features` runs the backbone in channels-last when the compute plan says so, with the
+    same features as in the contiguous layout."""
+    from torch import nn
+
+    from cnnlab.data.device_images import DeviceImages
+    from cnnlab.data.normalization import Normalization
+    from cnnlab.training.precision import ComputePlan
+
+    torch.manual_seed(0)
+    stages = [nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6()), nn.Conv2d(8, 8, 3, groups=8)]
+    backbone = pretrained.BackboneFeatures(stages).eval()
+    model = TransferModel(backbone, nn.Sequential(nn.Flatten(), nn.Linear(8, 2)), name="tiny", input_size=12,
+                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), in_channels=3, feature_dim=8)
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 8, 8), dtype=np.uint8)
+    data = DeviceImages(images, np.zeros(5), Normalization("backbone", [0.5] * 3, [0.5] * 3, 1 / 255),
+                        torch.device("cpu"))
+    seen: list[bool] = []
+    backbone.blocks[0].register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0].is_contiguous(memory_format=torch.channels_last)))
+    features = {}
+    for channels_last in (False, True):
+        plan = ComputePlan(torch.device("cpu"), "fp32", channels_last)
+        monkeypatch.setattr(transfer, "automatic_compute_plan", lambda *args, plan=plan: plan)
+        features[channels_last] = transfer.compute_features(model, data, batch_size=2)
+    assert seen == [False] * 3 + [True] * 3  # three batches each
+    assert features[True].shape == (5, 8)
+    torch.testing.assert_close(features[True], features[False], atol=1e-5, rtol=1e-5)

@@ -80,10 +80,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     for key in TEXT_KEYS:
         if metrics.get(key) is not None and not isinstance(metrics[key], str):
             raise _damaged(path, f'"{key}" should be text, not {_kind(metrics[key])}')
-    augmentation = metrics.get("augmentation")
-    if augmentation is not None and not (isinstance(augmentation, list)
-                                         and all(isinstance(line, str) for line in augmentation)):
-        raise _damaged(path, '"augmentation" should be a list of lines of text')
+    for key in ("augmentation", "recipe_differences"):
+        lines = metrics.get(key)
+        if lines is not None and not (isinstance(lines, list) and all(isinstance(line, str) for line in lines)):
+            raise _damaged(path, f'"{key}" should be a list of lines of text')
     if metrics.get("normalization") is not None and not isinstance(metrics["normalization"], dict):
         raise _damaged(path, f'"normalization" should be a mapping, not {_kind(metrics["normalization"])}')
     return metrics

@@ -27,7 +27,7 @@ STATISTIC_KEYS = ("test_accuracy", "test_loss", "train_time_s", "epochs")
 # copied from the first seed's run: the same for every seed of one config
 SHARED_KEYS = ("name", "dataset", "model", "params", "trainable_params", "epochs_planned", "device",
                "test_time_augmentation", "reported_accuracy", "reported_accuracy_kind", "reported_time_s",
-               "reported_dataset", "source")
+               "reported_dataset", "source", "recipe_differences")
 
 
 def seed_run_name(seed: int) -> str:

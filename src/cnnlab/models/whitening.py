@@ -8,6 +8,7 @@ Only the bias trains."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,6 +37,19 @@ class PatchWhitening(nn.Conv2d):
         filters = filters.reshape(-1, self.in_channels, kernel, kernel)
         self.weight.copy_(torch.cat([filters, -filters]).to(self.weight.dtype))
         self.fitted.fill_(True)
+
+
+FIT_IMAGES = 5000  # images the whitening filters are fitted on (airbench94's count)
+
+
+def fitting_sample(train_indices: np.ndarray, count: int = FIT_IMAGES) -> np.ndarray:
+    """``count`` of ``train_indices`` drawn at random (fixed seed: the same images for every run and every
+    process of a distributed run), in ascending order for the gather. Not the first ``count``: datasets stored
+    class by class (cifar10-jpeg's folders) would give the filters one class's patches (airplanes only)."""
+    if len(train_indices) <= count:
+        return np.asarray(train_indices)
+    chosen = np.random.default_rng(0).choice(len(train_indices), size=count, replace=False)
+    return np.asarray(train_indices)[np.sort(chosen)]
 
 
 def needs_data_initialization(model: nn.Module) -> bool:

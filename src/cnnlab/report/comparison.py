@@ -6,7 +6,8 @@ the folders can move together).
 
 A multi-seed folder (`cnnlab.studies.seeds`) is compared as one run: its test accuracy and loss as
 "mean ± std (n seeds)", its curves the mean over the seeds, its confusion matrix and worst images its
-first seed's."""
+first seed's. A zoo model's row shows the lab report's figure and whether the run followed the report's recipe
+(`cnnlab.report.lab_report_figures`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from cnnlab.report.document import (
     Block, Callout, Contents, FigureWriter, Heading, ImageRow, Inline, KeyFigures, Link, Paragraph, Table,
     format_integer, format_number, format_percent, format_probability, format_value, render_html, render_markdown,
 )
+from cnnlab.report.lab_report_figures import format_reported, recipe_cell
 from cnnlab.report.seeds_report import format_mean_std
 
 COMPARISON_WORST_N = 10
@@ -45,7 +47,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     run_rows = [_comparison_row(label, run) for label, run in zip(labels, loaded)]
     rows = run_rows + [{"model": label, "status": f"failed: {why}"} for label, why in (failed or {}).items()]
     has_reported = any(row["reported_accuracy"] is not None for row in run_rows)
-    reported = ["reported_accuracy", "reported_accuracy_kind"] if has_reported else []
+    reported = ["reported_accuracy", "reported_accuracy_kind", "recipe"] if has_reported else []
     has_seeds = any(row["n_seeds"] is not None for row in run_rows)
     columns = COMPARISON_COLUMNS + (SEED_COLUMNS if has_seeds else []) + reported + (["status"] if failed else [])
     columns += ["run_dir"]
@@ -56,6 +58,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, labels: list[str] | No
     blocks: list[Block] = [Heading(title or f"Comparison of {len(loaded)} runs", 1)]
     blocks += [Paragraph(description)] if description else []
     blocks += [_key_figures(run_rows), Contents(), Heading("Runs"), _comparison_table(rows, has_reported, reports)]
+    if any(row["recipe"].startswith("differs") for row in run_rows):
+        blocks.append(Callout("A run whose recipe differs from the lab report's (the Recipe column; its own report "
+                              "lists every difference) cannot be compared with the report's figure.", "warning"))
     if len({row["dataset"] for row in run_rows}) > 1:
         blocks.append(Callout("These runs used different datasets: their accuracies are not comparable.", "warning"))
     histories = {label: run.history for label, run in zip(labels, loaded)}
@@ -138,6 +143,7 @@ def _comparison_row(label: str, run: RunFiles) -> dict[str, Any]:
         "train_time_s": metrics.get("train_time_s"),
         "reported_accuracy": metrics.get("reported_accuracy"),
         "reported_accuracy_kind": metrics.get("reported_accuracy_kind"),
+        "recipe": recipe_cell(metrics),
         "run_dir": str(run.run_dir),
         "status": "complete",
         "test_accuracy_stats": (statistics or {}).get("test_accuracy"),
@@ -152,7 +158,7 @@ def _comparison_table(rows: list[dict[str, Any]], has_reported: bool, reports: l
     headers = ["Model", "Dataset", "Params", "Epochs", "Test loss", "Test accuracy"]
     if any(row.get("n_seeds") is not None for row in rows):
         headers[4:6] = ["Test loss (mean ± std, seeds)", "Test accuracy (mean ± std in pp, seeds)"]
-    headers += ["Reported accuracy"] if has_reported else []
+    headers += ["Reported accuracy", "Recipe"] if has_reported else []
     has_failed = any(row["status"] != "complete" for row in rows)
     cells: list[list[Inline]] = []
     for row, report in zip(rows, reports):
@@ -163,19 +169,11 @@ def _comparison_table(rows: list[dict[str, Any]], has_reported: bool, reports: l
             line[4:6] = [format_mean_std(row["test_loss_stats"], percent=False),
                          format_mean_std(row["test_accuracy_stats"])]
         if has_reported:
-            line.append(_format_reported(row.get("reported_accuracy"), row.get("reported_accuracy_kind")))
+            line += [format_reported(row.get("reported_accuracy"), row.get("reported_accuracy_kind")),
+                     row.get("recipe", "")]
         line += [format_number(row.get("train_time_s"), 2)]
         cells.append(line + ([row["status"]] if has_failed else []) + [report or ""])
     return Table(headers + ["Training time (s)"] + (["Status"] if has_failed else []) + ["Report"], cells)
-
-
-def _format_reported(value: Any, kind: Any) -> str:
-    """The lab report's own figure, a fraction (0.9196) or a percentage (91.96),
-    with what it measured (test or validation accuracy) when known."""
-    if value is None:
-        return "n/a"
-    text = format_percent(value) if float(value) <= 1 else f"{float(value):.2f}%"
-    return f"{text} ({kind})" if kind else text
 
 
 def _worst_side_by_side(labels: list[str], loaded: list[RunFiles]) -> Table:

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Sequence
 
-from cnnlab import runs
 from cnnlab.report import plots
 from cnnlab.report.blocks import (
     Block, BulletList, Callout, Cell, Contents, Gallery, Heading, Image, ImageRow, Inline, KeyFigures, Link,
     Paragraph, Preformatted, Table, Thumbnail,
 )
+from cnnlab.report.figure_writer import FigureWriter
 from cnnlab.report.html_page import link_target, render_html
 
 __all__ = ["Block", "BulletList", "Callout", "Cell", "Contents", "FigureWriter", "Gallery", "Heading", "Image",
@@ -96,31 +95,6 @@ def markdown_inline(content: Inline) -> str:
             return markdown_text(content.text)
         return f"[{markdown_text(content.text)}]({link_target(content.href)})"
     return markdown_text(content)
-
-
-class FigureWriter:
-    """Saves figures under ``<folder>/figures`` and keeps their bytes for the HTML."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.pngs: dict[str, bytes] = {}
-        self.failures: list[str] = []  # names of the figures that could not be drawn
-
-    def add(self, name: str, figure: Any, caption: str) -> Union[Image, Callout]:
-        """Save ``figure`` (a Figure, or a function that draws one) as figures/<name>.png and return its
-        Image block. A figure that cannot be drawn never stops a report: it becomes a Callout naming the
-        figure and the error (writing the file may still fail, with the file named, as every write does)."""
-        path = f"{runs.FIGURES_DIR}/{name}.png"
-        try:
-            png = plots.figure_to_png(figure() if callable(figure) else figure)
-        except Exception as error:  # noqa: BLE001 - any drawing failure, by design: the report goes on
-            self.failures.append(name)
-            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-            return Callout(f"The figure \"{name}\" ({caption}) could not be drawn: {type(error).__name__}"
-                           f"{': ' + detail if detail else ''}. The rest of the report is complete.", "warning")
-        runs.write_bytes_atomic(self.folder / path, png)
-        self.pngs[path] = png
-        return Image(path, caption)
 
 
 def format_value(value: Any) -> str:

@@ -24,6 +24,7 @@ from cnnlab.report.document import (
     format_integer, format_number, format_percent, format_probability, format_seconds, format_value, render_html,
     render_markdown,
 )
+from cnnlab.report.lab_report_figures import against_report_section
 from cnnlab.report.leakage_section import leakage_section
 from cnnlab.report.network_section import network_section
 
@@ -40,8 +41,10 @@ def write_report(run_dir: Path, worst_n: int | None = None) -> tuple[Path, Path]
     Raises CnnlabError naming the file when a file of the run directory is damaged."""
     run = load_run(run_dir)
     worst_n = worst_n if worst_n is not None else _configured_worst_n(run)
-    figures = FigureWriter(run.run_dir)
-    blocks = _header(run) + [Contents()] + _headline(run) + _curves(run, figures) + _augmentation(run, figures)
+    figures = FigureWriter(run.run_dir, deferred=True)  # drawn together in `finish`, on two cores
+    blocks = _header(run) + [Contents()] + _headline(run)
+    blocks += against_report_section(run.metrics, format_percent(_test_accuracy(run)))
+    blocks += _curves(run, figures) + _augmentation(run, figures)
     if run.interpretation is None:
         blocks.append(Callout(f"No {runs.PREDICTIONS_FILE}: the test-set sections are skipped."))
     else:
@@ -52,7 +55,7 @@ def write_report(run_dir: Path, worst_n: int | None = None) -> tuple[Path, Path]
         blocks += _network_section(run, figures)
         blocks += gallery_section(run.interpretation, galleries, run.examples is not None)
     blocks += leakage_section(run, figures)
-    blocks += _appendix(run)
+    blocks = figures.finish(blocks + _appendix(run))
     title = f"cnnlab report: {run.metrics.get('name', run.run_dir.name)}"
     markdown_path = run.run_dir / runs.REPORT_MARKDOWN_FILE
     html_path = run.run_dir / runs.REPORT_HTML_FILE

@@ -19,6 +19,7 @@ from cnnlab.report.document import (
     Block, Callout, Contents, FigureWriter, Heading, ImageRow, KeyFigures, Link, Paragraph, Table, format_integer,
     format_number, format_percent, format_value, render_html, render_markdown,
 )
+from cnnlab.report.lab_report_figures import against_report_section
 
 # (metrics key, row label, decimals; None: a fraction shown as a percentage, its std in percentage points)
 STATISTIC_ROWS = (("test_accuracy", "Test accuracy", None), ("test_loss", "Test loss", 4),
@@ -85,11 +86,7 @@ def _summary(metrics: dict[str, Any]) -> list[Block]:
         spread = "n/a" if std is None else (f"{100 * std:.2f} pp" if digits is None else format_number(std, digits))
         rows.append([label, shown(stat.get("mean")), spread, shown(stat.get("min")), shown(stat.get("max"))])
     blocks.append(Table(["", "Mean", "Std (ddof=1)", "Min", "Max"], rows))
-    if metrics.get("reported_accuracy") is not None:
-        blocks.append(Paragraph(f"The lab report's figure: {format_percent(metrics['reported_accuracy'])} "
-                                f"({format_value(metrics.get('reported_accuracy_kind'))}); cnnlab: "
-                                f"{format_mean_std(stats.get('test_accuracy'))}."))
-    return blocks
+    return blocks + against_report_section(metrics, format_mean_std(stats.get("test_accuracy")), "These runs")
 
 
 def _curves(bands: dict[str, dict[str, np.ndarray]], count: int, figures: FigureWriter) -> list[Block]:

@@ -133,14 +133,7 @@ def plot_history(trials: Sequence[Mapping[str, Any]], metric: str, maximize: boo
         best = np.maximum.accumulate(values) if maximize else np.minimum.accumulate(values)
         last = max(trial["number"] for trial in trials)  # the line runs on to the last trial
         axes.step([*numbers, last], [*best, best[-1]], where="post", color="tab:red", label="best so far")
-    axes.set_xlabel("trial")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_ylabel(plots.plain_text(metric))
-    axes.grid(alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=8)
-    figure.tight_layout()
-    return figure
+    return _finish_counted_axes(figure, axes, "trial", metric)
 
 
 def plot_parameter(trials: Sequence[Mapping[str, Any]], param: Mapping[str, Any], metric: str) -> Figure:
@@ -187,7 +180,12 @@ def plot_curves(trials: Sequence[Mapping[str, Any]], metric: str, best: int | No
             axes.plot(epochs, values, "--", color="tab:grey", linewidth=1, alpha=0.8)
         else:
             axes.plot(epochs, values, "-", color="tab:blue", linewidth=1, alpha=0.5)
-    axes.set_xlabel("epoch")
+    return _finish_counted_axes(figure, axes, "epoch", metric)
+
+
+def _finish_counted_axes(figure: Figure, axes: Any, counted: str, metric: str) -> Figure:
+    """Labels, whole-number ticks on the counted x axis (trials, epochs), a grid, the legend if anything is labelled."""
+    axes.set_xlabel(counted)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_ylabel(plots.plain_text(metric))
     axes.grid(alpha=0.3)

@@ -39,7 +39,8 @@ class TrainSection(StrictModel):
     eval_batch_size: int = Field(default=1024, ge=1, le=MAX_BATCH_SIZE)
     threads: Optional[int] = Field(default=None, ge=1, le=MAX_THREADS, description="CPU threads (default: all cores)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="auto: bf16 on GPUs and on CPUs with AMX, fp32 elsewhere; fp16 needs CUDA")
+        default="auto", description="auto: bf16 on GPUs and on CPUs with bfloat16 matrix instructions (AMX or "
+                                    "AVX512-BF16) for convolutional models, fp32 elsewhere; fp16 needs CUDA")
     channels_last: Union[Literal["auto"], bool] = Field(default="auto", description="NHWC memory layout")
     compile: bool = Field(default=False, description="torch.compile the model (one-time cost reported apart)")
     validate_every: int = Field(default=1, ge=1, le=MAX_EPOCHS,

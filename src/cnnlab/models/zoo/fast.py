@@ -22,6 +22,16 @@ MNIST_LAYERS = ["Conv2d: 32, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
                 "Conv2d: 64, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
                 "Conv2d: 128, 3, 1, same", "ReLU", "BatchNorm", "MaxPooling: 2",
                 "Flatten", "Linear: classes"]
+
+# fast/mnist's own network: the same three stages at half the widths (16, 32, 64), each pooling right after
+# its convolution so batch norm and ReLU work on a quarter of the pixels (airbench's conv-pool-norm-act
+# order). Measured on an AMD EPYC (Zen 4) core in bf16 channels-last, one thread: 8.9 s an epoch against
+# 34.1 s for MNIST_LAYERS (1.5x from the order, 2.5x more from the widths), and 99.28-99.39% after
+# 2 epochs over seeds 0-2 (MNIST_LAYERS: 99.3%); one epoch gave 99.03-99.25% over 4 seeds, too close
+# to 99.0% to promise it. bench/fast_mnist.py races it against the hand-written script.
+FAST_MNIST_LAYERS = [layer for width in (16, 32, 64)
+                     for layer in (f"Conv2d: {width}, 3, 1, same", "MaxPooling: 2", "BatchNorm", "ReLU")]
+FAST_MNIST_LAYERS += ["Flatten", "Linear: classes"]
 MNIST_RECIPE = make_recipe(
     2, batch_size=128, validation_split=0.0,
     optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
@@ -29,9 +39,10 @@ MNIST_RECIPE = make_recipe(
 MNIST_RECIPE["train"]["label_smoothing"] = 0.1
 
 register(ZooEntry(
-    name="fast/mnist", dataset="mnist", layers=MNIST_LAYERS, recipe=MNIST_RECIPE,
-    description="At least 99.0% on MNIST in seconds: a 3-stage batch-norm CNN, Nesterov SGD with a one-cycle "
-                "schedule, label smoothing 0.1, batch 128, 2 epochs",
+    name="fast/mnist", dataset="mnist", layers=FAST_MNIST_LAYERS, recipe=MNIST_RECIPE,
+    description="At least 99.0% on MNIST in seconds: a 3-stage batch-norm CNN (16, 32, 64 channels, each "
+                "convolution pooled before its norm and ReLU), Nesterov SGD with a one-cycle schedule, label "
+                "smoothing 0.1, batch 128, 2 epochs",
     source=SOURCE))
 
 # The same network with random shifts of up to 2 pixels and 8 epochs, for the last half percent.
