@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchlib import write_results
+from benchlib import hardware, write_results
 
 
 def main() -> None:
@@ -32,7 +32,8 @@ def main() -> None:
         lines.append(f"| {row['model']} | {row['dataset']} | {row['train_size']:,} | {row['epochs']} | "
                      f"{row['test_accuracy']:.2%} | {row['train_time_s']:.1f} | {row['test_time_s'] or 0:.1f} | "
                      f"{row['precision']} | {row['hardware']} | `{row['command']}` |")
-    write_results(name, {"rows": rows}, "\n".join(lines))
+    # the machine that writes the table: run it where the runs trained (each row names its CPU model too)
+    write_results(name, {"hardware": hardware(), "rows": rows}, "\n".join(lines))
 
 
 if __name__ == "__main__":
