@@ -39,10 +39,8 @@ from cnnlab.experiment import place_on_device, prepare_experiment
 from cnnlab.models.zoo.registry import list_entries
 from cnnlab.training.evaluation import evaluate_indices
 from cnnlab.training.loop import _steps_per_epoch, fit
-from cnnlab.training.precision import read_cpu_flags
 
 DATASETS = {"cifar10": "cifar10-jpeg", "mnist": "mnist"}
-REPORTED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "sve")
 
 
 def report_models(patterns: list[str] | None) -> list[str]:
@@ -189,8 +187,7 @@ def main() -> None:
     names = report_models(arguments.models)
     if not names:
         parser.error(f"no report model matches {arguments.models}")
-    machine = {**hardware(), "cpu_flags": sorted(set(REPORTED_FLAGS) & read_cpu_flags()),
-               "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    machine = {**hardware(), "versions": versions(), "date": time.strftime("%Y-%m-%d %H:%M")}  # with cpu_flags
     rows, skipped = [], {}
     for name in names:
         try:

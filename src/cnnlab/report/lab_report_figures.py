@@ -26,16 +26,21 @@ def recipe_differences(metrics: Mapping[str, Any]) -> list[str] | None:
     return [str(difference) for difference in differences]
 
 
+def _split_copies(differences: list[str]) -> tuple[bool, list[str]]:
+    """(whether the run used a copy of the report's dataset, the differences other than that)."""
+    return (any(is_dataset_copy(difference) for difference in differences),
+            [difference for difference in differences if not is_dataset_copy(difference)])
+
+
 def recipe_sentence(metrics: Mapping[str, Any], subject: str = "This run") -> str:
     """Whether ``subject`` followed the report's recipe, as a sentence naming each difference. A copy of the
     report's dataset (cifar10-jpeg for cifar10) is said apart: the recipe is the report's, the pixels lost detail."""
     differences = recipe_differences(metrics)
     if differences is None:
         return f"Whether {_lowered(subject)} followed the report's recipe was not recorded."
-    copies = [difference for difference in differences if is_dataset_copy(difference)]
-    others = [difference for difference in differences if not is_dataset_copy(difference)]
+    on_copy_dataset, others = _split_copies(differences)
     on_copy = (f" on {metrics.get('dataset') or 'a copy of its dataset'}, a copy of the report's dataset that "
-               "lost some detail (expect a slightly lower accuracy)") if copies else ""
+               "lost some detail (expect a slightly lower accuracy)") if on_copy_dataset else ""
     if not others:
         return f"{subject} followed the report's recipe{on_copy}."
     return (f"{_possessive(subject)} recipe differs from the report's: {'; '.join(others)}; the two figures "
@@ -44,7 +49,7 @@ def recipe_sentence(metrics: Mapping[str, Any], subject: str = "This run") -> st
 
 def differs_from_recipe(metrics: Mapping[str, Any]) -> bool:
     """Whether the recorded recipe differs from the report's in more than the dataset's storage."""
-    return any(not is_dataset_copy(difference) for difference in recipe_differences(metrics) or [])
+    return bool(_split_copies(recipe_differences(metrics) or [])[1])
 
 
 def recipe_cell(metrics: Mapping[str, Any]) -> str:
@@ -55,10 +60,9 @@ def recipe_cell(metrics: Mapping[str, Any]) -> str:
     differences = recipe_differences(metrics)
     if differences is None:
         return UNRECORDED_CELL
-    copies = [difference for difference in differences if is_dataset_copy(difference)]
-    differences = [difference for difference in differences if not is_dataset_copy(difference)]
+    on_copy_dataset, differences = _split_copies(differences)
     if not differences:
-        return FOLLOWED_CELL + (f" (on {metrics.get('dataset')})" if copies else "")
+        return FOLLOWED_CELL + (f" (on {metrics.get('dataset')})" if on_copy_dataset else "")
     shown = "; ".join(short_difference(difference) for difference in differences[:CELL_DIFFERENCES])
     more = len(differences) - CELL_DIFFERENCES
     return f"differs: {shown}" + (f"; and {more} more" if more > 0 else "")
