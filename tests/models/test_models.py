@@ -157,6 +157,26 @@ def test_shape_inference_matches_a_forward_pass():
     assert isinstance(built.module.batch_norm_2, nn.BatchNorm1d)
 
 
+def test_batch_norm_constants_reach_the_module():
+    built = build_model(["Conv2D: 4, 3", "BatchNorm: momentum=0.01, eps=0.001", "Flatten", "Dense: 8",
+                         "BatchNorm", "Dense: classes"], (3, 8, 8), 2)
+    keras_norm, torch_norm = built.module.batch_norm_1, built.module.batch_norm_2
+    assert (keras_norm.momentum, keras_norm.eps) == (0.01, 0.001)
+    assert (torch_norm.momentum, torch_norm.eps) == (0.1, 1e-5)
+    built.module.train()
+    images = torch.randn(16, 3, 8, 8) + 5
+    built.module(images)
+    batch_mean = built.module.conv2d_1_relu(built.module.conv2d_1(images)).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(keras_norm.running_mean, 0.01 * batch_mean.detach(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("text", ["BatchNorm: momentum=0.99x", "BatchNorm: momentum=1.5", "BatchNorm: epsilon=0",
+                                  "BatchNorm: scale=2"])
+def test_batch_norm_constants_are_checked(text):
+    with pytest.raises(ConfigError, match='Layer 1 "BatchNorm'):
+        build_model([text, "Flatten", "Dense: classes"], (3, 8, 8), 2)
+
+
 def test_conv_kernel_larger_than_input_names_the_layer():
     with pytest.raises(ShapeError) as caught:
         build_model(["Conv2D: 32, 3", "MaxPooling: 2", "Conv2D: 64, 5", "Flatten", "Dense: 10"], (1, 8, 8), 10)

@@ -10,7 +10,7 @@ import yaml
 
 from cnnlab.cli import main
 from cnnlab.config import load_config, validate_config
-from cnnlab.models import create_model, zoo
+from cnnlab.models import build_model, create_model, zoo
 
 
 def test_every_entry_name_has_a_prefix_in_the_legend():
@@ -96,3 +96,12 @@ def test_report004s_schedule_starts_at_the_reports_lr_for_its_50_epochs():
 def test_model10_and_the_mlp_are_in_the_keras_cifar10_suite():
     suite = yaml.safe_load((Path(__file__).parents[2] / "suites" / "report000-keras-cifar10.yaml").read_text())
     assert "keras/cifar10/model10" in suite["experiments"] and "keras/cifar10/mlp" in suite["experiments"]
+
+
+@pytest.mark.parametrize("name", ["cifar10/bn-cnn", "cifar10/cnn-batchnorm", "keras/mnist/model4"])
+def test_keras_entries_keep_keras_batch_norm_constants(name):
+    """The reports' Keras BatchNormalization: moving-average momentum 0.99 (0.01 in PyTorch's terms), epsilon 1e-3."""
+    entry = zoo.get_entry(name)
+    built = build_model(entry.layers, zoo.DATASET_INPUT_SHAPES[entry.dataset], 10)
+    norms = [module for module in built.module.modules() if isinstance(module, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all((norm.momentum, norm.eps) == (0.01, 0.001) for norm in norms)

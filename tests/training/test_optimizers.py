@@ -64,3 +64,21 @@ def test_l2_can_cover_conv_kernels_only():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2, 2))
     assert [w.shape for w in kernel_weights(model, "conv")] == [model[0].weight.shape]
     assert len(kernel_weights(model, "all")) == 2
+
+
+def test_rmsprop_takes_keras_steps():
+    """Keras' RMSprop: v = rho v + (1 - rho) g^2, w -= lr g / (sqrt(v) + 1e-7), with rho = 0.9."""
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    model = torch.nn.Module()
+    model.weight = weight
+    optimizer = make_optimizer(model, OptimizerSection(name="RMSprop", lr=0.01))
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    gradient = torch.tensor([0.5, -3.0])
+    average = torch.zeros(2)
+    expected = weight.detach().clone()
+    for _ in range(3):
+        weight.grad = gradient.clone()
+        optimizer.step()
+        average = 0.9 * average + 0.1 * gradient ** 2
+        expected -= 0.01 * gradient / (average.sqrt() + 1e-7)
+    torch.testing.assert_close(weight.detach(), expected)

@@ -247,10 +247,11 @@ def _build_global_pool(spec: LayerSpec, shape: Shape, n_classes: int):
 
 
 def _build_batch_norm(spec: LayerSpec, shape: Shape, n_classes: int):
+    constants = {"momentum": spec.options.get("momentum", 0.1), "eps": spec.options.get("epsilon", 1e-5)}
     if len(shape) == 3:
-        layer, suffix = nn.BatchNorm2d(shape[0]), "2d"
+        layer, suffix = nn.BatchNorm2d(shape[0], **constants), "2d"
     else:
-        layer, suffix = nn.BatchNorm1d(shape[0]), "1d"
+        layer, suffix = nn.BatchNorm1d(shape[0], **constants), "1d"
     type_name = spec.type_name + suffix if spec.type_name == "BatchNorm" else spec.type_name
     return [("", layer)], shape, type_name
 

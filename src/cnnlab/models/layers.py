@@ -66,7 +66,7 @@ ARGUMENTS = {
     "max_pool": ("pool", "stride", "padding"),
     "avg_pool": ("pool", "stride", "padding"),
     "global_avg_pool": (),
-    "batch_norm": (),
+    "batch_norm": ("momentum", "epsilon"),
     "dropout": ("rate",),
     "flatten": (),
     "dense": ("units", "activation"),
@@ -79,11 +79,14 @@ REQUIRED = {"conv": ("filters", "kernel"), "max_pool": ("pool",), "avg_pool": ("
 ARGUMENT_ALIASES = {
     "out": "filters", "out_channels": "filters", "kernel_size": "kernel", "strides": "stride",
     "pool_size": "pool", "size": "pool", "p": "rate", "out_features": "units", "name": "activation",
+    "eps": "epsilon",
 }
 EXAMPLES = {
     "conv": '"Conv2D: 32, 3, 1, valid" (filters, kernel, stride, padding[, activation])',
     "max_pool": '"MaxPooling: 2, 2, valid" (pool, stride, padding)',
     "avg_pool": '"AvgPool: 2, 2, valid" (pool, stride, padding)',
+    "batch_norm": '"BatchNorm: momentum=0.01, epsilon=0.001" (Keras\' constants; momentum as in PyTorch: the weight '
+                  "of each new batch in the running statistics, so Keras' 0.99 is 0.01 here; defaults 0.1 and 1e-5)",
     "dropout": '"Dropout: 0.25"', "dense": '"Dense: 128, relu" (units[, activation])',
     "activation": '"Activation: relu"',
     "whiten": '"Whiten: 2" (patch size: a frozen convolution set from the training images\' patch covariance)',
@@ -246,6 +249,8 @@ def _check_options(spec: LayerSpec, options: dict[str, Any]) -> dict[str, Any]:
             checked[name] = _rate(spec, value)
         elif name == "activation":
             checked[name] = _activation(spec, value)
+        elif name in ("momentum", "epsilon"):
+            checked[name] = _batch_norm_constant(spec, name, value)
         elif name == "factor":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ConfigError(f"{_capital(spec.describe())}: the factor must be a positive finite number, not "
@@ -278,6 +283,13 @@ def _padding(spec: LayerSpec, value: Any) -> str | int:
         return value
     raise ConfigError(f"{_capital(spec.describe())}: padding must be 'valid', 'same' or a whole number "
                       f"of pixels (0 to {MAX_WINDOW:,}), not {short_repr(value)}.")
+
+
+def _batch_norm_constant(spec: LayerSpec, name: str, value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1:
+        return float(value)
+    raise ConfigError(f"{_capital(spec.describe())}: the batch norm's {name} must be a number between 0 and 1, not "
+                      f"{short_repr(value)}. Example: {EXAMPLES['batch_norm']}.")
 
 
 def _rate(spec: LayerSpec, value: Any) -> float:

@@ -28,6 +28,11 @@ def make_optimizer(model: nn.Module, settings: OptimizerSection) -> torch.optim.
     elif settings.name == "adam":
         optimizer = torch.optim.Adam(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
                                      fused=fused)
+    elif settings.name == "rmsprop":
+        # Keras' RMSprop: the squared-gradient average decays by rho (PyTorch's alpha) and its epsilon
+        # is 1e-7 (PyTorch's default is 1e-8); PyTorch's RMSprop has no fused kernel on the CPU.
+        optimizer = torch.optim.RMSprop(params, lr=settings.lr, alpha=settings.rho, eps=1e-7,
+                                        momentum=settings.momentum, weight_decay=settings.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=settings.lr, betas=settings.betas, weight_decay=settings.weight_decay,
                                       fused=fused)

@@ -85,7 +85,7 @@ class TrainSection(StrictModel):
 class OptimizerSection(StrictModel):
     """`optimizer:` the optimiser, its base learning rate, decay and the Keras-style L2 penalty."""
 
-    name: Literal["sgd", "adam", "adamw"] = "adam"
+    name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(default=1e-3, gt=0)
     momentum: float = Field(default=0.0, ge=0, lt=1)
     nesterov: bool = False
@@ -93,6 +93,8 @@ class OptimizerSection(StrictModel):
     l2: float = Field(default=0.0, ge=0, description="Keras-style L2 penalty on kernels, added to the loss")
     l2_layers: Literal["all", "conv", "dense"] = Field(default="all", description="which kernels the L2 penalty covers")
     betas: Annotated[tuple[float, float], TUPLE_FROM_LIST] = (0.9, 0.999)
+    rho: float = Field(default=0.9, gt=0, lt=1,
+                       description="RMSprop's squared-gradient average (Keras' rho, 0.9; PyTorch calls it alpha)")
 
     @field_validator("name", mode="before")
     @classmethod

@@ -14,6 +14,9 @@ from cnnlab.errors import ConfigError, did_you_mean
 # Input shape (channels, height, width) of each dataset a zoo entry can name.
 DATASET_INPUT_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32),
                         "cifar10-jpeg": (3, 32, 32)}
+# Keras' BatchNormalization defaults (moving-average momentum 0.99, epsilon 1e-3) in PyTorch's terms: each
+# new batch weighs 0.01 in the running statistics (PyTorch's default 0.1 makes test-time statistics noisier).
+KERAS_BATCH_NORM = "BatchNorm: momentum=0.01, epsilon=0.001"
 RECIPE_KEYS = ("dataset", "train", "optimizer", "schedule", "augment")
 
 # Entries that were renamed: old name -> current name. Run folders made before a rename keep the

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import KERAS_BATCH_NORM, ZooEntry, make_recipe, register
 
 TITLE = 'reports 000/002, "DLCV Lab 4"'
 KERAS_SOURCE = "report 000, Keras part"
@@ -32,10 +32,10 @@ def torch_conv(filters: int, kernel: int) -> str:
 
 
 KERAS_MODEL1 = [keras_conv(32, 3), "Flatten", "Dense: 10, 'softmax'"]
-KERAS_MODEL5 = [keras_conv(64, 5), keras_conv(128, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'", keras_conv(256, 5),
-                "Flatten", "Dense: 10, 'softmax'"]
-KERAS_MODEL7 = [keras_conv(64, 5), keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
-                keras_conv(128, 5), keras_conv(128, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm",
+KERAS_MODEL5 = [keras_conv(64, 5), keras_conv(128, 5), KERAS_BATCH_NORM, "MaxPooling: 2, 2, 'valid'",
+                keras_conv(256, 5), "Flatten", "Dense: 10, 'softmax'"]
+KERAS_MODEL7 = [keras_conv(64, 5), keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", KERAS_BATCH_NORM,
+                keras_conv(128, 5), keras_conv(128, 5), "MaxPooling: 2, 2, 'valid'", KERAS_BATCH_NORM,
                 "Flatten", "Dense: 128, 'relu'", "Dense: 10, 'softmax'"]
 TORCH_MODEL1 = [torch_conv(32, 3), "Flatten", "Linear: 10"]
 TORCH_MODEL3_BLOCK = [torch_conv(64, 3), torch_conv(32, 3), "Dropout", "ReLU", "MaxPool2d: 2, 1, 0"]
@@ -81,11 +81,11 @@ register(keras_entry("keras/mnist/model2", "mnist",
                       "Flatten", "Dense: 10, 'softmax'"], 0.9781, 144.61,
                      "Three 3x3 convolutions with a stride-1 max-pool, the architecture given in class"))
 register(keras_entry("keras/mnist/model3", "mnist",
-                     [keras_conv(32, 5), keras_conv(64, 5), "BatchNorm", "MaxPooling: 2, 1, 'valid'",
+                     [keras_conv(32, 5), keras_conv(64, 5), KERAS_BATCH_NORM, "MaxPooling: 2, 1, 'valid'",
                       keras_conv(128, 5), "Flatten", "Dense: 10, 'softmax'"], 0.9812, 143.87,
                      "5x5 convolutions with batch normalization and a stride-1 max-pool"))
 register(keras_entry("keras/mnist/model4", "mnist",
-                     [keras_conv(32, 5), keras_conv(64, 5), "BatchNorm", "MaxPooling: 2, 2, 'valid'",
+                     [keras_conv(32, 5), keras_conv(64, 5), KERAS_BATCH_NORM, "MaxPooling: 2, 2, 'valid'",
                       keras_conv(128, 5), "Flatten", "Dense: 10, 'softmax'"], 0.9813, 113.17,
                      "model3 with a stride-2 max-pool: as accurate and faster, the report's pick"))
 register(keras_entry("keras/mnist/model5", "mnist", KERAS_MODEL5, 0.9804, 211.00,
@@ -98,8 +98,8 @@ register(keras_entry("keras/cifar10/model1", "cifar10", KERAS_MODEL1, 0.3335, 53
 register(keras_entry("keras/cifar10/model5", "cifar10", KERAS_MODEL5, 0.5596, 200.59,
                      "keras/mnist/model5 on CIFAR-10"))
 register(keras_entry("keras/cifar10/model6", "cifar10",
-                     [keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", "BatchNorm", keras_conv(128, 5),
-                      "MaxPooling: 2, 2, 'valid'", "BatchNorm", "Flatten", "Dense: 128, 'relu'",
+                     [keras_conv(64, 5), "MaxPooling: 2, 2, 'valid'", KERAS_BATCH_NORM, keras_conv(128, 5),
+                      "MaxPooling: 2, 2, 'valid'", KERAS_BATCH_NORM, "Flatten", "Dense: 128, 'relu'",
                       "Dense: 10, 'softmax'"], 0.6378, 95.43,
                      "Two conv/pool/batch-norm stages and a 128-unit hidden layer"))
 register(keras_entry("keras/cifar10/model7", "cifar10", KERAS_MODEL7, 0.6857, 158.78,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import KERAS_BATCH_NORM, ZooEntry, make_recipe, register
 
 TITLE = 'report 001, "Classification of the CIFAR-10 dataset" (Keras, SGD)'
 SOURCE = "report 001"
@@ -20,9 +20,9 @@ CNN = ["Conv2D: 32, 3", "Conv2D: 32, 3", "MaxPooling: 2", "Conv2D: 64, 3", "Conv
 CNN_DROPOUT = ["Conv2D: 32, 3", "Conv2D: 32, 3", "Dropout: 0.25", "MaxPooling: 2",
                "Conv2D: 64, 3", "Conv2D: 64, 3", "Dropout: 0.25", "MaxPooling: 2",
                "Flatten", "Dense: 512, relu", "Dropout: 0.25", "Dense: 10, softmax"]
-CNN_BATCHNORM = ["Conv2D: 32, 3", "Conv2D: 32, 3", "BatchNorm", "Dropout: 0.25", "MaxPooling: 2",
-                 "Conv2D: 64, 3", "Conv2D: 64, 3", "BatchNorm", "Dropout: 0.25", "MaxPooling: 2",
-                 "Flatten", "Dense: 512, relu", "BatchNorm", "Dropout: 0.25", "Dense: 10, softmax"]
+CNN_BATCHNORM = ["Conv2D: 32, 3", "Conv2D: 32, 3", KERAS_BATCH_NORM, "Dropout: 0.25", "MaxPooling: 2",
+                 "Conv2D: 64, 3", "Conv2D: 64, 3", KERAS_BATCH_NORM, "Dropout: 0.25", "MaxPooling: 2",
+                 "Flatten", "Dense: 512, relu", KERAS_BATCH_NORM, "Dropout: 0.25", "Dense: 10, softmax"]
 
 
 def report_entry(name: str, layers: list[str], accuracy: float, accuracy_kind: str, description: str,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.models.zoo.registry import ZooEntry, make_recipe, register
+from cnnlab.models.zoo.registry import KERAS_BATCH_NORM, ZooEntry, make_recipe, register
 
 TITLE = 'report 003, "Deep learning assignment 1" (Keras)'
 SOURCE = "report 003"
-BATCHNORM_CNN = ["Conv2D: 32, 3", "BatchNorm", "Conv2D: 32, 3", "BatchNorm", "MaxPooling: 2", "Dropout: 0.25",
-                 "Conv2D: 64, 3", "BatchNorm", "Conv2D: 64, 3", "BatchNorm", "MaxPooling: 2", "Dropout: 0.25",
+BATCHNORM_CNN = ["Conv2D: 32, 3", KERAS_BATCH_NORM, "Conv2D: 32, 3", KERAS_BATCH_NORM, "MaxPooling: 2", "Dropout: 0.25",
+                 "Conv2D: 64, 3", KERAS_BATCH_NORM, "Conv2D: 64, 3", KERAS_BATCH_NORM, "MaxPooling: 2", "Dropout: 0.25",
                  "Flatten", "Dense: 10, softmax"]
 ASSUMED = ("trained on all 50,000 training images as the report does; optimizer not stated: Adam lr 1e-3 "
            "assumed; dropout rate not stated: 0.25 assumed")
@@ -32,7 +32,7 @@ AUGMENT = {"rotation_range": 15, "width_shift_range": 0.1, "height_shift_range":
 # Keras calls lr_schedule(epoch) with a 0-based epoch and the report switches on `epoch > 50`:
 # the new rate starts at 0-based epoch 51, which is cnnlab's boundary (first 0-based epoch at that rate).
 L2_SCHEDULE = {"name": "piecewise", "boundaries": [51, 76], "values": [0.001, 0.0005, 0.0003]}
-VGG16_HEAD = ["Flatten", "Dense: 256, relu", "BatchNorm", "Dropout", "Dense: 10, softmax"]
+VGG16_HEAD = ["Flatten", "Dense: 256, relu", KERAS_BATCH_NORM, "Dropout", "Dense: 10, softmax"]
 
 
 def report_entry(name: str, accuracy: float, description: str, epochs: int = 10, layers: list[str] | None = None,
