@@ -144,7 +144,8 @@ def load_run(folder: Path) -> Run | None:
         entry = None
     first_seed = folder / "seed-0" / "metrics.json"
     if "fast_path" not in metrics and first_seed.exists():  # a multi-seed aggregate: its seeds' compute plan
-        metrics = {**metrics, "fast_path": json.loads(first_seed.read_text()).get("fast_path")}
+        seed_metrics = json.loads(first_seed.read_text())
+        metrics = {**metrics, "fast_path": seed_metrics.get("fast_path"), "layers": seed_metrics.get("layers")}
     run = Run(folder, entry, metrics, environment, None, _epoch_times(folder / "history.csv"))
     try:
         raw = yaml.safe_load((folder / "config.yaml").read_text())
@@ -154,9 +155,20 @@ def load_run(folder: Path) -> Run | None:
         return run
     if entry is not None:
         run.differences = recipe_differences(run.config, recipe_config(entry, metrics["dataset"]))
+        run.differences += layer_differences(metrics.get("layers"), entry)
         if metrics["dataset"] not in (entry.dataset, REPRODUCTION_DATASET.get(entry.dataset)):
             run.differences.append(f"dataset {metrics['dataset']} (recipe {entry.dataset})")
     return run
+
+
+def layer_differences(trained: list[str] | None, entry: Any) -> list[str]:
+    """The network a run trained against the zoo entry's today. Runs before the layers were recorded in
+    metrics.json (commit 3a165cc) trained every batch norm with PyTorch's constants."""
+    today = [layer.strip() for layer in entry.layers or [] if isinstance(layer, str)]
+    if trained is None:
+        keras_norm = any("momentum=" in layer for layer in today)
+        return ["batch norm with PyTorch's constants (the zoo's has Keras' since 3a165cc)"] if keras_norm else []
+    return [] if trained == today or len(today) != len(entry.layers or []) else ["layers differ from the zoo entry's"]
 
 
 def _epoch_times(history: Path) -> list[float]:

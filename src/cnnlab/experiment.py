@@ -221,6 +221,7 @@ def starting_metrics(config: ExperimentConfig, prepared: PreparedExperiment) -> 
         "data_source": dataset.source, "normalization": prepared.normalization.to_dict(),
         "augmentation": describe(config.augment.plan()), "test_time_augmentation": config.augment.test_time,
         "fast_path": plan.to_dict(), "cnnlab": output_folders.output_marker("run"), **_reported_figures(config),
+        "layers": [spec.text for spec in built.layer_specs],  # as trained, should the zoo's entry change later
     }
     if transfer_settings(built.module):
         metrics["transfer"] = transfer_settings(built.module)

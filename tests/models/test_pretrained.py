@@ -301,3 +301,48 @@ def test_feature_extraction_follows_the_plans_memory_layout(monkeypatch):
     assert seen == [False] * 3 + [True] * 3  # three batches each
     assert features[True].shape == (5, 8)
     torch.testing.assert_close(features[True], features[False], atol=1e-5, rtol=1e-5)
+
+
+def tiny_transfer_model():
+    from torch import nn
+
+    torch.manual_seed(0)
+    stages = [nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6()), nn.Conv2d(8, 8, 3, groups=8)]
+    backbone = pretrained.BackboneFeatures(stages).eval()
+    return TransferModel(backbone, nn.Sequential(nn.Flatten(), nn.Linear(8, 2)), name="tiny", input_size=12,
+                         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), in_channels=3, feature_dim=8)
+
+
+def tiny_images(count: int):
+    from cnnlab.data.device_images import DeviceImages
+    from cnnlab.data.normalization import Normalization
+
+    images = np.random.default_rng(0).integers(0, 256, (count, 3, 8, 8), dtype=np.uint8)
+    return DeviceImages(images, np.zeros(count), Normalization("backbone", [0.5] * 3, [0.5] * 3, 1 / 255),
+                        torch.device("cpu"))
+
+
+@pytest.mark.parametrize("compiler_works", [True, False])
+def test_many_images_go_through_the_compiled_backbone_full_batches_only(monkeypatch, compiler_works):
+    """From COMPILE_FROM_IMAGES on, full batches run through torch.compile's module (a stand-in here: the real
+    one costs ~40 s, measured in bench/feature_extraction_speed.py) and the short last batch uncompiled; if
+    compiling fails, every batch runs uncompiled with the same features."""
+    model, data = tiny_transfer_model(), tiny_images(5)
+    expected = transfer.compute_features(model, data, batch_size=2)
+    compiled_batches: list[int] = []
+
+    def fake_compile(module, dynamic):
+        assert dynamic is False
+
+        def forward(images):
+            if not compiler_works:
+                raise RuntimeError("no C++ compiler")
+            compiled_batches.append(len(images))
+            return module(images)
+        return forward
+
+    monkeypatch.setattr(transfer, "COMPILE_FROM_IMAGES", 4)
+    monkeypatch.setattr(transfer.torch, "compile", fake_compile)
+    features = transfer.compute_features(model, data, batch_size=2)
+    torch.testing.assert_close(features, expected)
+    assert compiled_batches == ([2, 2] if compiler_works else [])
