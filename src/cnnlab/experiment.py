@@ -326,7 +326,7 @@ def evaluate(config: ExperimentConfig, inputs: TrainingInputs, plan: ComputePlan
     inference_started = time.perf_counter()
     with plan.autocast():
         probabilities = predict_probabilities(inputs.trained, inputs.test_source, config.train.eval_batch_size,
-                                              config.augment.test_time)
+                                              config.augment.test_time, config.augment.test_time_below)
     metrics["test_time_s"] = time.perf_counter() - inference_started
     if not np.isfinite(probabilities).all():
         result.status = "diverged"

@@ -38,7 +38,8 @@ DIGITS_CONFIG = str(Path(__file__).resolve().parents[2] / "examples" / "digits.y
 TINY_DIGITS = ["dataset.subset=300", "dataset.test_subset=80", "train.epochs=1", "train.batch_size=64"]
 
 
-def write_run(run_dir: Path, test_time: str = "none", device: str = "cpu") -> Path:
+def write_run(run_dir: Path, test_time: str = "none", device: str = "cpu",
+              test_time_below: float | None = None) -> Path:
     """A run folder as `cnnlab train` leaves it, with an untrained network: grey 8x8 inputs, four classes."""
     torch.manual_seed(0)
     module = create_model({"layers": LAYERS}, (1, 8, 8), len(CLASSES)).module
@@ -46,7 +47,7 @@ def write_run(run_dir: Path, test_time: str = "none", device: str = "cpu") -> Pa
     save_file({key: value.contiguous() for key, value in module.state_dict().items()}, str(run_dir / runs.WEIGHTS_FILE))
     runs.write_text_atomic(run_dir / runs.CONFIG_FILE, yaml.safe_dump(
         {"name": "tiny", "dataset": {"name": "digits"}, "model": {"layers": LAYERS},
-         "augment": {"test_time": test_time}}))
+         "augment": {"test_time": test_time, "test_time_below": test_time_below}}))
     runs.write_json_atomic(run_dir / runs.METRICS_FILE, {
         "cnnlab": output_marker("run"), "status": "complete", "device": device, "test_time_augmentation": test_time,
         "normalization": {"mode": "zscore", "mean": [MEAN], "std": [STD], "scale": 1 / 255},
@@ -133,6 +134,16 @@ def test_test_time_views_of_the_run_are_used(tmp_path, pictures):
     assert predictor.test_time == "flip"
     np.testing.assert_allclose(predictor.predict(paths).probabilities,
                                expected_probabilities(run_dir, pixels, flip=True), atol=1e-6)
+
+
+def test_views_only_for_the_unsure_images_when_the_run_says_so(tmp_path, pictures):
+    """A run with augment.test_time_below: 1e-6 (no image is that unsure) predicts with one view."""
+    paths, pixels = pictures
+    run_dir = write_run(tmp_path / "sure-run", test_time="flip", test_time_below=1e-6)
+    predictor = Predictor.from_run(run_dir, "cpu")
+    assert (predictor.test_time, predictor.test_time_below) == ("flip", 1e-6)
+    np.testing.assert_allclose(predictor.predict(paths).probabilities, expected_probabilities(run_dir, pixels),
+                               atol=1e-6)
 
 
 def test_top_k_and_labels():

@@ -223,6 +223,22 @@ def test_test_time_views_and_their_average():
         evaluation_views.test_time_views(images, "flips")
 
 
+def test_views_only_for_unsure_images():
+    """With `below`, an image whose plain top probability reaches it keeps its plain prediction; the others get
+    the mean over every view, as without `below`."""
+    images = random_images(6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(SHAPE), 3)).eval()
+    plain = predict_with_views(model, images, "none")
+    every = predict_with_views(model, images, "flip_shift")
+    threshold = plain.amax(1).median().item()
+    unsure = plain.amax(1) < threshold
+    assert 0 < unsure.sum() < len(images)
+    mixed = predict_with_views(model, images, "flip_shift", below=threshold)
+    torch.testing.assert_close(mixed[unsure], every[unsure])
+    torch.testing.assert_close(mixed[~unsure], plain[~unsure])
+    torch.testing.assert_close(predict_with_views(model, images, "flip_shift", below=1e-6), plain)
+
+
 # --------------------------------------------------------------------------- reference implementations
 
 def reference_affine(images, matrices):
@@ -270,3 +286,13 @@ def test_matrices_follow_torchvision_conventions():
         torch.testing.assert_close(batched[index], expected, atol=1e-4, rtol=0)
     rotated = TF.rotate(images[0], 30.0, interpolation=InterpolationMode.BILINEAR)
     torch.testing.assert_close(batched[0], rotated, atol=1e-4, rtol=0)
+
+
+def test_test_time_below_needs_test_time_views():
+    from cnnlab.augment.settings import parse_augment
+
+    assert parse_augment({"test_time": "flip", "test_time_below": 0.6}).test_time_below == 0.6
+    with pytest.raises(ConfigError, match="test_time_below"):
+        parse_augment({"test_time_below": 0.6})
+    with pytest.raises(ConfigError, match="test_time_below"):
+        parse_augment({"test_time": "flip", "test_time_below": 1.5})

@@ -73,12 +73,13 @@ class Predictions:
 class Predictor:
     """A trained run's network on a device, ready to classify images as the run's evaluation did."""
 
-    def __init__(self, trained: TrainedModel, device: torch.device, plan: ComputePlan, test_time: str = "none"):
+    def __init__(self, trained: TrainedModel, device: torch.device, plan: ComputePlan, test_time: str = "none",
+                 test_time_below: float | None = None):
         self.class_names: list[str] = list(trained.class_names)
         self.input_shape = trained.input_shape  # (C, H, W) every image is converted and resized to
         self.device = device
         self.plan = plan
-        self.test_time = test_time
+        self.test_time, self.test_time_below = test_time, test_time_below
         self.module: nn.Module = plan.prepare(trained.module).eval()
         channels, height, width = trained.input_shape
         # the evaluation's own normalisation (a fused multiply-add, channels-last when the plan says so)
@@ -98,7 +99,8 @@ class Predictor:
         metrics = read_metrics(run_dir)
         chosen = choose_device(device)
         plan = inference_plan(metrics, chosen, trained)
-        return cls(trained, chosen, plan, recorded_test_time(metrics, trained.config))
+        below = (trained.config.get("augment") or {}).get("test_time_below")
+        return cls(trained, chosen, plan, recorded_test_time(metrics, trained.config), below)
 
     def predict(self, inputs: Any, batch_size: int = 256) -> Predictions:
         """Class probabilities of ``inputs``: a path (an image file, a folder of images, a .zip/.tar
@@ -124,7 +126,8 @@ class Predictor:
         """Class probabilities (N, K) float32 of uint8 images (N, C, H, W) already of the input shape."""
         batch = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
         with torch.inference_mode(), self.plan.autocast():
-            probabilities = predict_with_views(self.module, self._inputs.normalize(batch), self.test_time)
+            probabilities = predict_with_views(self.module, self._inputs.normalize(batch), self.test_time,
+                                               self.test_time_below)
         return probabilities.float().cpu().numpy()
 
     def _decode(self, chunk: list[UserImage], pool: Any,

@@ -76,6 +76,9 @@ class AugmentConfig(Section):
     color_jitter: Optional[ColorJitter] = None
     cutout: Optional[Cutout] = None
     test_time: Literal["none", "flip", "flip_shift"] = "none"
+    test_time_below: Optional[float] = Field(
+        default=None, gt=0, le=1, description="only images whose plain top probability is below this get the "
+        "test-time views (fast/cifar10: same accuracy in a third of the time, bench/results/selective_tta.md)")
 
     _plan: AugmentPlan = PrivateAttr(default_factory=AugmentPlan)
 
@@ -100,6 +103,9 @@ class AugmentConfig(Section):
     def _resolvable(self) -> "AugmentConfig":
         # resolved once here (and again after a validated assignment); surfaces conflicts and bad ranges
         self._plan = resolve_plan(self)
+        if self.test_time_below is not None and self.test_time == "none":
+            raise ValueError("augment.test_time_below chooses which images get the test-time views, but "
+                             "augment.test_time is none: set augment.test_time (flip or flip_shift) or remove it")
         return self
 
     def plan(self) -> AugmentPlan:

@@ -28,8 +28,22 @@ test_time_views.__test__ = False  # not a pytest test, though its name starts wi
 
 
 @torch.no_grad()
-def predict_with_views(model: nn.Module, images: torch.Tensor, mode: str) -> torch.Tensor:
-    """Class probabilities (N, K): the mean softmax over the test-time views. The model is used as it
-    is, so put it in eval mode first."""
-    views = test_time_views(images, mode)
-    return sum(torch.softmax(model(view).float(), dim=1) for view in views) / len(views)
+def predict_with_views(model: nn.Module, images: torch.Tensor, mode: str, below: float | None = None) -> torch.Tensor:
+    """Class probabilities (N, K): the mean softmax over the test-time views. With ``below``, only the
+    images whose plain prediction's top probability is under it get the other views; the rest keep
+    their plain prediction. The model is used as it is, so put it in eval mode first."""
+    probabilities = torch.softmax(model(images).float(), dim=1)
+    if mode == "none":
+        return probabilities
+    unsure = probabilities.amax(dim=1) < below if below is not None else None
+    chosen = images if unsure is None else images[unsure]
+    if len(chosen) == 0:
+        return probabilities
+    views = test_time_views(chosen, mode)
+    total = probabilities.clone() if unsure is None else probabilities[unsure]
+    for view in views[1:]:
+        total += torch.softmax(model(view).float(), dim=1)
+    if unsure is None:
+        return total / len(views)
+    probabilities[unsure] = total / len(views)
+    return probabilities

@@ -179,7 +179,9 @@ def _augmentation(run: RunFiles, figures: FigureWriter) -> list[Block]:
         blocks += [Paragraph("Training images were augmented on the fly, each with its own random parameters:"),
                    BulletList([str(line) for line in lines])]
     if test_time not in (None, "none"):
-        blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views."))
+        below = ((run.config or {}).get("augment") or {}).get("test_time_below")
+        only = f", for the images whose plain top probability was below {below} (the others: one view)" if below else ""
+        blocks.append(Paragraph(f"Test-time augmentation: probabilities averaged over the {test_time} views{only}."))
     path = run.run_dir / runs.AUGMENTATION_FILE
     if path.exists():
         saved = read_augmentation(path)

@@ -41,15 +41,16 @@ def evaluate_indices(model: nn.Module, data: DeviceImages, indices: torch.Tensor
 
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, data: DeviceImages, batch_size: int = 1024,
-                          test_time: str = "none") -> np.ndarray:
+                          test_time: str = "none", test_time_below: float | None = None) -> np.ndarray:
     """Softmax probabilities (N, K) for every image in ``data``, in order, in eval mode; with
-    ``test_time`` "flip" or "flip_shift" the mean over test-time views (never augmented otherwise)."""
+    ``test_time`` "flip" or "flip_shift" the mean over test-time views (never augmented otherwise), for
+    the images whose plain top probability is under ``test_time_below`` only, when it is given."""
     model.eval()
     outputs = []
     indices = torch.arange(len(data), device=data.device)
     for start in range(0, len(data), batch_size):
         images, _ = data.batch(indices[start:start + batch_size])
-        outputs.append(predict_with_views(model, images, test_time).cpu())
+        outputs.append(predict_with_views(model, images, test_time, test_time_below).cpu())
     return torch.cat(outputs).numpy()
 
 
