@@ -14,6 +14,8 @@ RESULTS = ROOT / "bench" / "results"
 ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
 # bench/gpu.sh writes the first three
 GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_transfer", "gpu_report_models"]
+# accuracy diagnostics of the reproduction runs, cited in docs/reproduction.md's notes, not speed results
+REPRODUCTION_DIAGNOSTICS = ("batch_norm_recalibration-", "train_accuracy-")
 
 HEADER = """# Benchmarks
 
@@ -29,7 +31,7 @@ def main() -> None:
     parts = [HEADER]
     names = [name for name in ORDER if (RESULTS / f"{name}.md").exists()]
     names += sorted(path.stem for path in RESULTS.glob("*.md") if path.stem not in ORDER + GPU_RESULTS
-                    and not path.stem.endswith("-quick"))
+                    and not path.stem.endswith("-quick") and not path.stem.startswith(REPRODUCTION_DIAGNOSTICS))
     for name in names:
         text = (RESULTS / f"{name}.md").read_text().strip()
         parts.append(_with_machine(_demoted(text), _machine_line(name)))

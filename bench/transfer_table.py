@@ -30,7 +30,10 @@ def main() -> None:
             ("features-lite0-224px", "`cnnlab features efficientnet-lite0 --dataset cifar10-jpeg "
                                      "--out runs/transfer/features-lite0-224px`"),
             ("features-lite0-128px", "`cnnlab features efficientnet-lite0 --dataset cifar10-jpeg --input-size 128 "
-                                     "--out runs/transfer/features-lite0-128px`")):
+                                     "--out runs/transfer/features-lite0-128px`"),
+            # the same at 224 px after extraction went through torch.compile (not read from the feature cache)
+            ("features-lite0-224px-compiled", "`cnnlab features efficientnet-lite0 --dataset cifar10-jpeg --no-cache "
+                                              "--out runs/transfer/features-lite0-224px-compiled`")):
         features = folder / name / "metrics.json"
         if not features.exists():
             rows += _previous_rows(previous, name)
