@@ -94,7 +94,7 @@ def test_early_stopping_needs_a_validation_split():
 
 def test_dataset_override_keeps_the_recipes_options():
     config = load_config("cifar10/bn-cnn-zscore", ["dataset=cifar10-jpeg"])
-    assert config.dataset.name == "cifar10-jpeg" and config.dataset.normalize == "zscore"
+    assert config.dataset.name == "cifar10-jpeg" and config.dataset.normalize == "zscore-global"
 
 
 def test_augment_section_is_validated_with_the_config(tmp_path):

@@ -83,7 +83,15 @@ def test_report003_trains_on_all_images_and_its_first_run_is_on_raw_pixels():
     assert all(zoo.get_entry(name).recipe["train"]["validation_split"] == 0.0
                for name in ("cifar10/bn-cnn", "cifar10/bn-cnn-zscore", "cifar10/bn-cnn-l2"))
     assert zoo.get_entry("cifar10/bn-cnn").recipe["dataset"]["normalize"] == "none"
-    assert zoo.get_entry("cifar10/bn-cnn-zscore").recipe["dataset"]["normalize"] == "zscore"
+    # the report's z-score is np.mean(x_train) / np.std(x_train): one mean and std over every channel
+    assert zoo.get_entry("cifar10/bn-cnn-zscore").recipe["dataset"]["normalize"] == "zscore-global"
+
+
+def test_report004_feeds_the_tutorials_inputs_in_minus_one_to_one():
+    # the tutorial the report starts from: Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    for name in ("report004/baseline", "report004/three-blocks-augment", "report004/three-blocks-schedule"):
+        assert zoo.get_entry(name).recipe["dataset"]["normalize"] == "symmetric"
+    assert "dataset" not in zoo.get_entry("report004/squeezenet").recipe  # the backbone's own mean/std
 
 
 def test_report004s_schedule_starts_at_the_reports_lr_for_its_50_epochs():

@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab import runs
 from cnnlab.analysis.interpretation import Interpretation
 from cnnlab.analysis.run_files import read_config, read_examples, read_metrics
-from cnnlab.data.normalization import Normalization, fit_normalization
+from cnnlab.data.normalization import FITTED_MODES, Normalization, fit_normalization
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 
@@ -140,7 +140,7 @@ def _normalization(metrics: dict[str, Any], config: dict[str, Any], shape: tuple
     # runs from before the normalisation was recorded: only the modes without statistics can be rebuilt
     dataset = config.get("dataset") or {}
     mode = dataset.get("normalize", "scale") if isinstance(dataset, dict) else "scale"
-    if mode == "zscore":
+    if mode in FITTED_MODES:
         raise CnnlabError("metrics.json records no normalisation and the run used z-score statistics, which "
                           "cannot be recovered from the run directory. Re-run the training to record them.")
     return fit_normalization(mode, np.zeros((1, shape[0], 1, 1), dtype=np.uint8))

@@ -14,6 +14,7 @@ from cnnlab.data.locate import cache_root
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FITTED_MODES = ("zscore", "zscore-global")  # the modes whose statistics come from the training images
 
 
 @dataclass
@@ -30,17 +31,33 @@ class Normalization:
 
 
 def fit_normalization(mode: str, train_images: np.ndarray) -> Normalization:
-    """Statistics for ``mode`` ("scale", "zscore", "imagenet", "none") from the training images only."""
+    """Statistics for ``mode`` from the training images only: "scale" ([0, 1]), "symmetric" ([-1, 1], the
+    PyTorch tutorials' ``Normalize((0.5,) * 3, (0.5,) * 3)``), "zscore" (per channel), "zscore-global" (one
+    mean and one std over every pixel of every channel, as ``(x - x.mean()) / x.std()`` in NumPy),
+    "imagenet" or "none" (raw 0-255 values)."""
     channels = train_images.shape[1]
     if mode == "none":
         return Normalization(mode, [0.0] * channels, [1.0] * channels, 1.0)
     if mode == "scale":
         return Normalization(mode, [0.0] * channels, [1.0] * channels, 1 / 255)
+    if mode == "symmetric":
+        return Normalization(mode, [0.5] * channels, [0.5] * channels, 1 / 255)
     if mode == "imagenet":
         mean = list(IMAGENET_MEAN) if channels == 3 else [float(np.mean(IMAGENET_MEAN))] * channels
         std = list(IMAGENET_STD) if channels == 3 else [float(np.mean(IMAGENET_STD))] * channels
         return Normalization(mode, mean, std, 1 / 255)
-    # z-score: accumulate per-channel sums in float64 chunks so a large uint8 array is never copied whole
+    total, squares, count = _channel_sums(train_images)
+    if mode == "zscore-global":
+        total, squares, count = total.sum(keepdims=True), squares.sum(keepdims=True), count * channels
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
+    return Normalization(mode, np.broadcast_to(mean, channels).tolist(), np.broadcast_to(std, channels).tolist(), 1 / 255)
+
+
+def _channel_sums(train_images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel sum and sum of squares of the pixels in [0, 1], and the pixel count per channel,
+    accumulated in float64 chunks so that a large uint8 array is never copied whole."""
+    channels = train_images.shape[1]
     total = np.zeros(channels)
     squares = np.zeros(channels)
     count = 0
@@ -49,17 +66,16 @@ def fit_normalization(mode: str, train_images: np.ndarray) -> Normalization:
         total += chunk.sum(axis=(0, 2, 3))
         squares += (chunk ** 2).sum(axis=(0, 2, 3))
         count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 1e-12))
-    return Normalization(mode, mean.tolist(), std.tolist(), 1 / 255)
+    return total, squares, count
 
 
 def cached_normalization(mode: str, dataset_key: str, train_images: np.ndarray, indices: np.ndarray) -> Normalization:
     """``fit_normalization`` on ``train_images[indices]``, computed once per dataset and split and
     kept in the user cache (z-score statistics of 50,000 images take seconds; reading them, none)."""
-    if mode != "zscore":
+    if mode not in FITTED_MODES:
         return fit_normalization(mode, train_images[indices])
-    digest = hashlib.sha256(dataset_key.encode() + np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:24]
+    key = dataset_key if mode == "zscore" else f"{mode}|{dataset_key}"  # "zscore" keeps its earlier cache files
+    digest = hashlib.sha256(key.encode() + np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:24]
     path = cache_root() / "normalization" / f"{digest}.json"
     try:
         return Normalization(**json.loads(path.read_text()))

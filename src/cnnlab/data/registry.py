@@ -74,8 +74,10 @@ class DatasetConfig(StrictModel):
     """Which dataset to load and how to prepare it. A bare string means ``{name: ...}``."""
 
     name: str = Field(max_length=4096)  # imagefolder:PATH holds a path
-    # "backbone": the pretrained backbone's own mean/std (the default whenever model.backbone is set)
-    normalize: Literal["scale", "zscore", "imagenet", "none", "backbone"] = "scale"
+    # scale: [0, 1]; symmetric: [-1, 1] (the PyTorch tutorials'); zscore: per channel; zscore-global: one
+    # mean and std over all channels; none: raw 0-255; "backbone": the pretrained backbone's own mean/std
+    # (the default whenever model.backbone is set). See data/normalization.py.
+    normalize: Literal["scale", "symmetric", "zscore", "zscore-global", "imagenet", "none", "backbone"] = "scale"
     subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N training images")
     test_subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N test images")
     image_size: Annotated[Optional[Union[int, tuple[int, int]]], TUPLE_FROM_LIST] = Field(

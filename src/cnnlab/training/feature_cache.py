@@ -44,7 +44,7 @@ def backbone_normalization(model: nn.Module, dataset_config: DatasetConfig, chan
     if not isinstance(model, TransferModel):
         if mode == "backbone":
             raise ConfigError("dataset.normalize is backbone, but the model has no pretrained backbone. Use "
-                              "scale, zscore, imagenet or none, or set model.backbone.")
+                              "scale, symmetric, zscore, zscore-global, imagenet or none, or set model.backbone.")
         return None
     if explicit and mode != "backbone":
         return None  # the user asked for this mode: honour it (the run records it)
