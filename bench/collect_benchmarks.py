@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchlib import REPORTED_FLAGS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
@@ -16,6 +18,7 @@ ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
 GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_transfer", "gpu_report_models"]
 # accuracy diagnostics of the reproduction runs, cited in docs/reproduction.md's notes, not speed results
 REPRODUCTION_DIAGNOSTICS = ("batch_norm_recalibration-", "train_accuracy-")
+
 
 HEADER = """# Benchmarks
 
@@ -52,18 +55,44 @@ def main() -> None:
 
 def _machine_line(name: str) -> str:
     """Where a result was measured, from its JSON file: CPU model, cores and the CPU flags that decide
-    precision and kernels; results written before the flags were recorded say so."""
+    precision and kernels. A result written before the flags were recorded takes those that another
+    result recorded for the same CPU model, said so, where all such results agree."""
     try:
         payload = json.loads((RESULTS / f"{name}.json").read_text())
     except (OSError, ValueError):
         return "Measured on: not recorded in its JSON file (see the text below)."
-    machine = payload.get("hardware") or payload.get("machine") or {}
+    machine = _machine(payload)
     if not machine.get("cpu"):
-        return "Measured on: see the hardware column."
+        known = "; ".join(f"{cpu}: {' '.join(flags)}" for cpu, flags in sorted(_recorded_flags().items()))
+        return f"Measured on: see the hardware column (the flags the bench results recorded for each CPU model: {known})."
     flags = machine.get("cpu_flags")
-    flag_text = f"flags {' '.join(flags)}" if flags else "CPU flags not recorded by this older run"
+    if flags:
+        flag_text = f"flags {' '.join(flags)}"
+    elif machine["cpu"] in _recorded_flags():
+        flag_text = (f"CPU flags not recorded by this older run; the {machine['cpu']} of the sessions that recorded "
+                     f"them had {' '.join(_recorded_flags()[machine['cpu']])}")
+    else:
+        flag_text = "CPU flags not recorded by this older run"
     gpu = f"GPU {machine['gpu']}" if machine.get("gpu") else "no GPU"
     return f"Measured on: {machine['cpu']}, {machine.get('cores', '?')} cores, {flag_text}, {gpu}."
+
+
+def _machine(payload: dict) -> dict:
+    return payload.get("hardware") or payload.get("machine") or {}
+
+
+def _recorded_flags() -> dict[str, list[str]]:
+    """CPU model -> the precision-deciding flags its results recorded, for the models whose results all agree."""
+    seen: dict[str, set[tuple[str, ...]]] = {}
+    for path in RESULTS.glob("*.json"):
+        try:
+            machine = _machine(json.loads(path.read_text()))
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(machine, dict) and machine.get("cpu") and machine.get("cpu_flags"):
+            flags = tuple(sorted(flag for flag in machine["cpu_flags"] if flag in REPORTED_FLAGS))
+            seen.setdefault(machine["cpu"], set()).add(flags)
+    return {cpu: list(sets.pop()) for cpu, sets in seen.items() if len(sets) == 1}
 
 
 def _with_machine(text: str, machine_line: str) -> str:

@@ -56,10 +56,13 @@ kept in `docs/reproduction-runs/` and from the zoo (`cnnlab models`): nothing is
 size, validation split, optimiser, schedule, augmentation and input normalisation, on the full
 dataset (CIFAR-10 as `cifar10-jpeg`, the offline JPEG copy). cnnlab's figure is the mean ± sample
 standard deviation of test accuracy over the seeds of a multi-seed run (`train.seeds`), or the one
-seed's figure. An entry not yet run at its recipe says **pending**, with an estimate of its cost:
-the recipe's epochs times the epoch that `bench/epoch_costs.py` measured here with the current code
-and nothing else running (`bench/results/epoch_costs.md`), or else that its short runs measured,
-scaled to the recipe's training-set size (CPU, threads and precision named). The estimate decides the seeds
+seed's figure. An entry not yet run at its recipe says **pending**: no GPU has been lent to these
+sessions, whose two CPU cores ran the cheaper rows first, one run per core at a time. The row gives
+an estimate of its cost: the recipe's epochs times the epoch that `bench/epoch_costs.py` measured
+with the current code and nothing else running (`bench/results/epoch_costs.md`, an Intel Xeon with
+AMX, two threads), or else that its short runs measured, scaled to the recipe's training-set size
+(CPU, threads and precision named). One core of an AMD EPYC Zen 4, which ran most rows at recipe,
+takes 1.8 to 4 times those estimates (its epoch times are in the rows). The estimate decides the seeds
 in the command: 3 where one run costs at most 10 minutes, 1 otherwise. Pretrained backbones need
 ImageNet weights files these machines cannot download: their rows give the command that runs them
 once the file is supplied. Every other run (1 to 5 epochs, a subset, another recipe) is in the
