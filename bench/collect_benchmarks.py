@@ -6,6 +6,7 @@ The GPU section says "not measured" until a GPU run has written its results file
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -18,7 +19,6 @@ ORDER = ["cpu_speed", "fast_mnist", "fast_presets_cpu", "report_speed"]
 GPU_RESULTS = ["gpu_fast_cifar10", "gpu_fast_mnist", "gpu_transfer", "gpu_report_models"]
 # accuracy diagnostics of the reproduction runs, cited in docs/reproduction.md's notes, not speed results
 REPRODUCTION_DIAGNOSTICS = ("batch_norm_recalibration-", "train_accuracy-")
-
 
 HEADER = """# Benchmarks
 
@@ -81,6 +81,7 @@ def _machine(payload: dict) -> dict:
     return payload.get("hardware") or payload.get("machine") or {}
 
 
+@functools.cache  # every section asks; the result files are read once
 def _recorded_flags() -> dict[str, list[str]]:
     """CPU model -> the precision-deciding flags its results recorded, for the models whose results all agree."""
     seen: dict[str, set[tuple[str, ...]]] = {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union, get_args
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -70,6 +70,10 @@ class Dataset:
         return len(self.classes)
 
 
+NormalizeMode = Literal["scale", "symmetric", "zscore", "zscore-global", "imagenet", "none", "backbone"]
+NORMALIZE_MODES: tuple[str, ...] = get_args(NormalizeMode)
+
+
 class DatasetConfig(StrictModel):
     """Which dataset to load and how to prepare it. A bare string means ``{name: ...}``."""
 
@@ -77,7 +81,7 @@ class DatasetConfig(StrictModel):
     # scale: [0, 1]; symmetric: [-1, 1] (the PyTorch tutorials'); zscore: per channel; zscore-global: one
     # mean and std over all channels; none: raw 0-255; "backbone": the pretrained backbone's own mean/std
     # (the default whenever model.backbone is set). See data/normalization.py.
-    normalize: Literal["scale", "symmetric", "zscore", "zscore-global", "imagenet", "none", "backbone"] = "scale"
+    normalize: NormalizeMode = "scale"
     subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N training images")
     test_subset: Optional[int] = Field(default=None, ge=1, le=MAX_IMAGES, description="use only the first N test images")
     image_size: Annotated[Optional[Union[int, tuple[int, int]]], TUPLE_FROM_LIST] = Field(

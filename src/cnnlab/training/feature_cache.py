@@ -22,6 +22,7 @@ from torch import nn
 from cnnlab import runs
 from cnnlab.augment.augmenter import Augmenter
 from cnnlab.data import DatasetConfig
+from cnnlab.data.registry import NORMALIZE_MODES
 from cnnlab.data.device_images import DeviceImages
 from cnnlab.data.locate import cache_root
 from cnnlab.data.normalization import Normalization
@@ -43,8 +44,9 @@ def backbone_normalization(model: nn.Module, dataset_config: DatasetConfig, chan
     mode = dataset_config.normalize
     if not isinstance(model, TransferModel):
         if mode == "backbone":
-            raise ConfigError("dataset.normalize is backbone, but the model has no pretrained backbone. Use "
-                              "scale, symmetric, zscore, zscore-global, imagenet or none, or set model.backbone.")
+            others = ", ".join(mode for mode in NORMALIZE_MODES if mode != "backbone")
+            raise ConfigError(f"dataset.normalize is backbone, but the model has no pretrained backbone. Use one of "
+                              f"{others}, or set model.backbone.")
         return None
     if explicit and mode != "backbone":
         return None  # the user asked for this mode: honour it (the run records it)

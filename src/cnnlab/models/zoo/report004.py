@@ -20,8 +20,8 @@ SOURCE = "report 004"
 # settings are the tutorial's (SGD lr 0.001, momentum 0.9, batch 4), with the report's 30 epochs.
 # Its inputs are the tutorial's too: Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), pixels in [-1, 1].
 TUTORIAL_DATASET = {"name": "cifar10", "normalize": "symmetric"}
-TUTORIAL_RECIPE = make_recipe(30, batch_size=4, optimizer={"name": "sgd", "lr": 0.001, "momentum": 0.9},
-                              dataset=TUTORIAL_DATASET)
+TUTORIAL_OPTIMIZER = {"name": "sgd", "lr": 0.001, "momentum": 0.9}
+TUTORIAL_RECIPE = make_recipe(30, batch_size=4, optimizer=dict(TUTORIAL_OPTIMIZER), dataset=TUTORIAL_DATASET)
 TUTORIAL_ASSUMED = ("Assumed: the PyTorch CIFAR-10 tutorial's training (SGD lr 0.001, momentum 0.9, batch 4, "
                     "inputs in [-1, 1]) for the report's 30 epochs")
 CLASSIFIER = ["Flatten", "Linear: 120", "ReLU", "Linear: 84", "ReLU", "Linear: 10"]
@@ -81,8 +81,8 @@ register(report_entry("report004/three-blocks", three_blocks(), 0.6918,
 register(report_entry("report004/three-blocks-augment", three_blocks(), None,
                       "report004/three-blocks with augmentation: horizontal and vertical flips, rotation (10 degrees "
                       "assumed); the report gives no score, a small improvement",
-                      recipe=make_recipe(30, batch_size=4, optimizer={"name": "sgd", "lr": 0.001, "momentum": 0.9},
-                                         augment=AUGMENT, dataset=TUTORIAL_DATASET)))
+                      recipe=make_recipe(30, batch_size=4, optimizer=dict(TUTORIAL_OPTIMIZER), augment=AUGMENT,
+                                         dataset=TUTORIAL_DATASET)))
 register(report_entry("report004/three-blocks-schedule", three_blocks(), 0.7986,
                       "report004/three-blocks-augment with a decreasing learning rate from 0.1 for 50 epochs",
                       recipe=SCHEDULE_RECIPE, assumed=SCHEDULE_ASSUMED))
